@@ -1,0 +1,37 @@
+"""Domain errors of the ledger, independent of the database driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """An event whose (source, id) is already recorded with different content."""
+
+    index: int
+    source: str
+    id: str
+    position: int
+
+
+class ConflictError(Exception):
+    """Some events reuse a recorded (source, id) with different content; nothing was written."""
+
+    def __init__(self, conflicts: list[Conflict]) -> None:
+        self.conflicts = conflicts
+        c = conflicts[0]
+        super().__init__(
+            f"{len(conflicts)} event(s) conflict; first: (source={c.source!r}, id={c.id!r}) "
+            f"is recorded at position {c.position} with different content"
+        )
+
+
+class StreamVersionError(Exception):
+    """An append expected a stream version that is no longer current; nothing was written."""
+
+    def __init__(self, stream: str, expected: int | None, current: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.current = current
+        super().__init__(f"stream {stream!r} is at version {current}, expected {expected}")

@@ -1,0 +1,383 @@
+"""The ledger: append-only events with idempotent appends, stream versions and ordered reads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy.exc import IntegrityError
+
+from store import samples as sample_codec
+from store.contract import Event, SampleBatch, event_to_cloudevent
+from store.engine import is_sqlite, make_engine
+from store.errors import Conflict, ConflictError, StreamVersionError
+from store.schema import DATA_JSON, DATA_SAMPLES_V1, events, series
+from store.timefmt import format_us
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: new events, duplicates, and the positions of the new ones."""
+
+    accepted: int
+    duplicates: int
+    first_position: int | None
+    last_position: int | None
+    positions: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as the API reports it."""
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as recorded, with its position and stream version."""
+
+    position: int
+    source: str
+    id: str
+    type: str
+    time_us: int
+    cluster: str | None
+    subject: str | None
+    stream: str | None
+    stream_version: int | None
+    recorded_at_us: int
+    data: Mapping[str, Any] | None
+    samples: SampleBatch | None
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """The event as a structured CloudEvent with its ledger coordinates as extensions."""
+        data = self.data if self.samples is None else self.samples.to_data()
+        assert data is not None
+        out = event_to_cloudevent(
+            source=self.source,
+            event_id=self.id,
+            event_type=self.type,
+            time_us=self.time_us,
+            cluster=self.cluster,
+            subject=self.subject,
+            data=data,
+        )
+        out["position"] = self.position
+        out["recordedat"] = format_us(self.recorded_at_us)
+        if self.stream is not None:
+            out["stream"] = self.stream
+            out["streamversion"] = self.stream_version
+        return out
+
+
+class Ledger:
+    """The append-only event store over SQLAlchemy Core (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite = is_sqlite(engine)
+        self._series_ids: dict[tuple[str, str], int] = {}
+        self._series_keys: dict[int, tuple[str, str]] = {}
+        self._series_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> Ledger:
+        """A ledger on a new engine for the URL."""
+        return cls(make_engine(url))
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self, batch: Sequence[Event], expected_versions: Mapping[str, int] | None = None
+    ) -> AppendResult:
+        """Append atomically: duplicates are no-ops, any conflict or stale version writes nothing.
+
+        `expected_versions` maps a stream to the version its writer last saw (0 for a new stream).
+        """
+        if not batch:
+            return AppendResult(0, 0, None, None, [])
+        new_series: dict[tuple[str, str], int] = {}
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            try:
+                with conn.begin():
+                    result = self._append(conn, batch, expected_versions or {}, new_series)
+            except IntegrityError as exc:
+                raise self._map_integrity_error(exc, batch, expected_versions) from exc
+        if new_series:
+            with self._series_lock:
+                for key, sid in new_series.items():
+                    self._series_ids[key] = sid
+                    self._series_keys[sid] = key
+        return result
+
+    def _append(
+        self,
+        conn: Connection,
+        batch: Sequence[Event],
+        expected: Mapping[str, int],
+        new_series: dict[tuple[str, str], int],
+    ) -> AppendResult:
+        if not self._sqlite:
+            # Positions come from max(position) + 1 under this lock, which is held to commit: no
+            # transaction can commit a lower position after a higher one is visible, so a reader
+            # following positions never skips an event committed late. EXCLUSIVE still lets
+            # plain SELECTs run. (SQLite gets the same from BEGIN IMMEDIATE.)
+            conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+        recorded = self._find(conn, batch)
+        conflicts: list[Conflict] = []
+        positions: list[int] = [0] * len(batch)
+        fresh: list[int] = []
+        for i, ev in enumerate(batch):
+            hit = recorded.get((ev.source, ev.id))
+            if hit is None:
+                fresh.append(i)
+            elif hit[1] == ev.digest:
+                positions[i] = hit[0]
+            else:
+                conflicts.append(Conflict(i, ev.source, ev.id, hit[0]))
+        if conflicts:
+            raise ConflictError(conflicts)
+        if not fresh:
+            return AppendResult(0, len(batch), None, None, positions)
+
+        versions = self._stream_versions(conn, {batch[i].stream for i in fresh} | set(expected))
+        for stream, want in expected.items():
+            if versions.get(stream, 0) != want:
+                raise StreamVersionError(stream, want, versions.get(stream, 0))
+        series_ids = self._intern_series(conn, [batch[i] for i in fresh], new_series)
+
+        head = conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one()
+        now = time.time_ns() // 1000
+        rows: list[dict[str, Any]] = []
+        for n, i in enumerate(fresh):
+            ev = batch[i]
+            pos = head + 1 + n
+            positions[i] = pos
+            version = None
+            if ev.stream is not None:
+                version = versions.get(ev.stream, 0) + 1
+                versions[ev.stream] = version
+            if ev.samples is not None:
+                s = ev.samples
+                lookup = np.array([series_ids[k] for k in s.series], dtype=np.int64)
+                blob = sample_codec.encode(lookup[s.series_index], s.ts_us, s.values)
+                fmt, count = DATA_SAMPLES_V1, len(s)
+            else:
+                blob = orjson.dumps(ev.data)
+                fmt, count = DATA_JSON, 0
+            rows.append(
+                {
+                    "position": pos,
+                    "source": ev.source,
+                    "id": ev.id,
+                    "type": ev.type,
+                    "time": ev.time_us,
+                    "cluster": ev.cluster,
+                    "subject": ev.subject,
+                    "stream": ev.stream,
+                    "stream_version": version,
+                    "recorded_at": now,
+                    "data_format": fmt,
+                    "data": blob,
+                    "digest": ev.digest,
+                    "sample_count": count,
+                }
+            )
+        conn.execute(events.insert(), rows)
+        return AppendResult(
+            len(fresh), len(batch) - len(fresh), head + 1, head + len(fresh), positions
+        )
+
+    def _find(self, conn: Connection, batch: Sequence[Event]) -> dict[tuple[str, str], tuple[int, bytes]]:
+        by_source: dict[str, list[str]] = defaultdict(list)
+        for ev in batch:
+            by_source[ev.source].append(ev.id)
+        found: dict[tuple[str, str], tuple[int, bytes]] = {}
+        for source, ids in by_source.items():
+            for k in range(0, len(ids), _CHUNK):
+                q = select(events.c.id, events.c.position, events.c.digest).where(
+                    events.c.source == source, events.c.id.in_(ids[k : k + _CHUNK])
+                )
+                for row in conn.execute(q):
+                    found[(source, row.id)] = (row.position, bytes(row.digest))
+        return found
+
+    def _stream_versions(self, conn: Connection, streams: set[str | None]) -> dict[str, int]:
+        names = sorted(s for s in streams if s is not None)
+        out: dict[str, int] = {}
+        for k in range(0, len(names), _CHUNK):
+            q = (
+                select(events.c.stream, func.max(events.c.stream_version))
+                .where(events.c.stream.in_(names[k : k + _CHUNK]))
+                .group_by(events.c.stream)
+            )
+            for stream, version in conn.execute(q):
+                out[stream] = int(version)
+        return out
+
+    def _intern_series(
+        self, conn: Connection, batch: Sequence[Event], new_series: dict[tuple[str, str], int]
+    ) -> dict[tuple[str, str], int]:
+        wanted: set[tuple[str, str]] = set()
+        for ev in batch:
+            if ev.samples is not None:
+                wanted.update(ev.samples.series)
+        if not wanted:
+            return {}
+        with self._series_lock:
+            ids = {k: self._series_ids[k] for k in wanted if k in self._series_ids}
+        missing = sorted(wanted - ids.keys())
+        for k in range(0, len(missing), _CHUNK):
+            chunk = missing[k : k + _CHUNK]
+            q = select(series.c.series_id, series.c.name, series.c.labels).where(
+                tuple_(series.c.name, series.c.labels).in_(chunk)
+            )
+            for sid, name, labels in conn.execute(q):
+                ids[(name, labels)] = sid
+                with self._series_lock:
+                    self._series_ids[(name, labels)] = sid
+                    self._series_keys[sid] = (name, labels)
+        absent = [k for k in missing if k not in ids]
+        if absent:
+            top = conn.execute(
+                select(func.coalesce(func.max(series.c.series_id), 0))
+            ).scalar_one()
+            rows = []
+            for n, key in enumerate(absent):
+                sid = top + 1 + n
+                ids[key] = sid
+                new_series[key] = sid
+                rows.append({"series_id": sid, "name": key[0], "labels": key[1]})
+            conn.execute(series.insert(), rows)
+        return ids
+
+    def _map_integrity_error(
+        self,
+        exc: IntegrityError,
+        batch: Sequence[Event],
+        expected_versions: Mapping[str, int] | None,
+    ) -> Exception:
+        # Only reachable if something bypassed the write lock; the unique keys still hold.
+        text = str(exc.orig).lower()
+        if "stream" in text:
+            stream = next((e.stream for e in batch if e.stream), "?")
+            want = (expected_versions or {}).get(stream)
+            return StreamVersionError(stream, want, -1)
+        first = batch[0]
+        return ConflictError([Conflict(0, first.source, first.id, -1)])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def head(self) -> int:
+        """The highest recorded position (0 when empty)."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one()
+            )
+
+    def read(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        *,
+        types: Sequence[str] | None = None,
+        cluster: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events after a position in position order, optionally filtered; time is [since, until)."""
+        q = select(events).where(events.c.position > after)
+        if types:
+            q = q.where(events.c.type.in_(list(types)))
+        if cluster is not None:
+            q = q.where(events.c.cluster == cluster)
+        if since_us is not None:
+            q = q.where(events.c.time >= since_us)
+        if until_us is not None:
+            q = q.where(events.c.time < until_us)
+        q = q.order_by(events.c.position).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+            return self._decode(conn, rows)
+
+    def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
+        """An aggregate stream's events in version order."""
+        q = (
+            select(events)
+            .where(events.c.stream == stream, events.c.stream_version > after_version)
+            .order_by(events.c.stream_version)
+        )
+        with self.engine.connect() as conn:
+            return self._decode(conn, conn.execute(q).all())
+
+    def iter_all(self, after: int = 0, batch: int = 1000) -> Iterator[RecordedEvent]:
+        """Every event after a position, paging through the ledger."""
+        while True:
+            page = self.read(after, batch)
+            if not page:
+                return
+            yield from page
+            after = page[-1].position
+
+    def _decode(self, conn: Connection, rows: Sequence[Any]) -> list[RecordedEvent]:
+        blobs: dict[int, tuple[Any, Any, Any]] = {}
+        needed: set[int] = set()
+        for row in rows:
+            if row.data_format == DATA_SAMPLES_V1:
+                decoded = sample_codec.decode(bytes(row.data))
+                blobs[row.position] = decoded
+                needed.update(np.unique(decoded[0]).tolist())
+        self._load_series(conn, needed)
+        out = []
+        for row in rows:
+            data: Mapping[str, Any] | None = None
+            batch: SampleBatch | None = None
+            if row.data_format == DATA_SAMPLES_V1:
+                ids, ts, values = blobs[row.position]
+                uniq, inverse = np.unique(ids, return_inverse=True)
+                keys = tuple(self._series_keys[int(s)] for s in uniq)
+                batch = SampleBatch(keys, inverse.astype(np.int64), ts, values)
+            else:
+                data = orjson.loads(row.data)
+            out.append(
+                RecordedEvent(
+                    position=row.position,
+                    source=row.source,
+                    id=row.id,
+                    type=row.type,
+                    time_us=row.time,
+                    cluster=row.cluster,
+                    subject=row.subject,
+                    stream=row.stream,
+                    stream_version=row.stream_version,
+                    recorded_at_us=row.recorded_at,
+                    data=data,
+                    samples=batch,
+                )
+            )
+        return out
+
+    def _load_series(self, conn: Connection, ids: set[int]) -> None:
+        with self._series_lock:
+            missing = sorted(i for i in ids if i not in self._series_keys)
+        for k in range(0, len(missing), _CHUNK):
+            q = select(series.c.series_id, series.c.name, series.c.labels).where(
+                series.c.series_id.in_(missing[k : k + _CHUNK])
+            )
+            for sid, name, labels in conn.execute(q):
+                with self._series_lock:
+                    self._series_keys[sid] = (name, labels)
+                    self._series_ids[(name, labels)] = sid

@@ -1,0 +1,64 @@
+"""Settings, from the environment (prefix OPSLEDGER_) through pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting opsledger reads; each is documented in docs/settings.md."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSLEDGER_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses unsafe values (relative paths, oversized limits).",
+    )
+    home: Path = Field(
+        Path(".opsledger"),
+        description="Directory for the embedded ledger and the read model.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the ledger; default a SQLite file `ledger.db` under home. "
+        "Use `postgresql+psycopg://user@host/db` for the shared backend.",
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    max_batch_events: int = Field(
+        10_000, ge=1, description="Most events accepted in one batch request (422 beyond)."
+    )
+    max_page_size: int = Field(
+        1000, ge=1, le=100_000, description="Largest `limit` of `GET /v1/events`."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the service."
+    )
+
+    @model_validator(mode="after")
+    def _safe_outside_development(self) -> Settings:
+        if self.env == "production":
+            if self.database_url is None and not self.home.is_absolute():
+                raise ValueError("OPSLEDGER_HOME must be an absolute path in production")
+            if self.max_body_bytes > 256 * 1024 * 1024:
+                raise ValueError("OPSLEDGER_MAX_BODY_BYTES above 256 MiB is refused in production")
+        return self
+
+    @property
+    def ledger_url(self) -> str:
+        """The ledger's database URL, defaulting to the SQLite file under home."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'ledger.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,65 @@
+"""RFC 3339 timestamps to and from integer microseconds since the Unix epoch (UTC)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_US = 0
+MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
+
+
+class TimeFormatError(ValueError):
+    """A timestamp that is not RFC 3339 with an offset, or names an impossible instant."""
+
+
+def parse_rfc3339_us(text: str) -> int:
+    """Parse an RFC 3339 timestamp that carries an offset into UTC microseconds."""
+    m = _RFC3339.match(text)
+    if m is None:
+        raise TimeFormatError(
+            "must be RFC 3339 with an offset, e.g. 2026-10-01T12:00:00Z or 2026-10-01T08:00:00-04:00"
+        )
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    frac = m.group(7) or ""
+    micro = int((frac + "000000")[:6])
+    try:
+        naive = datetime(year, month, day, hour, minute, second, micro)
+    except ValueError as exc:
+        raise TimeFormatError(f"is not a real instant: {exc}") from None
+    offset = 0
+    if m.group(8) is None:
+        oh, om = int(m.group(10)), int(m.group(11))
+        if oh > 23 or om > 59:
+            raise TimeFormatError("has an impossible UTC offset")
+        offset = (oh * 60 + om) * 60 * (1 if m.group(9) == "+" else -1)
+    delta = naive - datetime(1970, 1, 1)
+    us = (delta.days * 86400 + delta.seconds - offset) * 1_000_000 + delta.microseconds
+    if us < MIN_US or us > MAX_US:
+        raise TimeFormatError("is outside 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59Z")
+    return us
+
+
+def format_us(us: int) -> str:
+    """Format UTC microseconds as RFC 3339 with a Z suffix (microseconds only when non-zero)."""
+    dt = _EPOCH + timedelta(microseconds=us)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def us_to_datetime(us: int) -> datetime:
+    """Convert UTC microseconds to an aware datetime."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def datetime_to_us(dt: datetime) -> int:
+    """Convert an aware datetime to UTC microseconds; naive datetimes are refused."""
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise TimeFormatError("must carry a UTC offset")
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
