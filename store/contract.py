@@ -465,8 +465,9 @@ def _samples(data: Mapping[str, Any], index: int, problems: list[Problem]) -> Sa
         bad = int(np.argmin(np.isfinite(values)))
         problems.append(Problem(index, f"data.samples[{bad}].value", "overflows float64"))
         return None
-    return _canonical(keys, np.array(sidx, dtype=np.int64), np.array(ts, dtype=np.int64), values,
-                      index, problems)
+    return _canonical(
+        keys, np.array(sidx, dtype=np.int64), np.array(ts, dtype=np.int64), values, index, problems
+    )
 
 
 def _canonical(
@@ -605,8 +606,11 @@ def _sample_shape_problem(s: Any, index: int, j: int, problems: list[Problem]) -
         return
     extra = sorted(str(k) for k in s.keys() - _SAMPLE_KEYS)
     problems.append(
-        Problem(index, f"{path}.{extra[0][:100]}", "is not allowed; a sample has name, labels, "
-                "ts, value")
+        Problem(
+            index,
+            f"{path}.{extra[0][:100]}",
+            "is not allowed; a sample has name, labels, ts, value",
+        )
     )
 
 

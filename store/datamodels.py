@@ -90,7 +90,7 @@ class KubernetesEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
     metadata: _Metadata
-    involvedObject: _ObjectRef | None = None  # noqa: N815 - Kubernetes field name
+    involvedObject: _ObjectRef | None = None
     regarding: _ObjectRef | None = None
     reason: str | None = None
     message: str | None = None
@@ -219,15 +219,24 @@ def _duration(value: str) -> str:
 
 
 Target = Annotated[str, AfterValidator(_duration)]
+
+
+def _workdays() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
+def _seed_response_targets() -> dict[Severity, str]:
+    # The seed runbook's "Incident Response" targets.
+    return {"P0": "15m", "P1": "1h", "P2": "4h", "P3": "next_business_day"}
+
+
 Clock = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 
 
 class BusinessHours(_Strict):
     """The working week of an SLA policy."""
 
-    days: list[Weekday] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"], min_length=1, max_length=7
-    )
+    days: list[Weekday] = Field(default_factory=_workdays, min_length=1, max_length=7)
     start: Clock = "09:00"
     end: Clock = "17:00"
 
@@ -244,9 +253,7 @@ class SlaPolicy(_Strict):
     timezone: str = "UTC"
     business_hours: BusinessHours = Field(default_factory=BusinessHours)
     holidays: list[IsoDate] = Field(default_factory=list, max_length=1000)
-    response: dict[Severity, Target] = Field(
-        default_factory=lambda: {"P0": "15m", "P1": "1h", "P2": "4h", "P3": "next_business_day"}
-    )
+    response: dict[Severity, Target] = Field(default_factory=_seed_response_targets)
     resolution: dict[Severity, Target] = Field(default_factory=dict)
 
     @field_validator("timezone")

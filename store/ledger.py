@@ -201,7 +201,9 @@ class Ledger:
             len(fresh), len(batch) - len(fresh), head + 1, head + len(fresh), positions
         )
 
-    def _find(self, conn: Connection, batch: Sequence[Event]) -> dict[tuple[str, str], tuple[int, bytes]]:
+    def _find(
+        self, conn: Connection, batch: Sequence[Event]
+    ) -> dict[tuple[str, str], tuple[int, bytes]]:
         by_source: dict[str, list[str]] = defaultdict(list)
         for ev in batch:
             by_source[ev.source].append(ev.id)
@@ -252,9 +254,7 @@ class Ledger:
                     self._series_keys[sid] = (name, labels)
         absent = [k for k in missing if k not in ids]
         if absent:
-            top = conn.execute(
-                select(func.coalesce(func.max(series.c.series_id), 0))
-            ).scalar_one()
+            top = conn.execute(select(func.coalesce(func.max(series.c.series_id), 0))).scalar_one()
             rows = []
             for n, key in enumerate(absent):
                 sid = top + 1 + n
@@ -297,8 +297,12 @@ class Ledger:
         cluster: str | None = None,
         since_us: int | None = None,
         until_us: int | None = None,
+        newest: bool = False,
     ) -> list[RecordedEvent]:
-        """Events after a position in position order, optionally filtered; time is [since, until)."""
+        """Events after a position in position order, optionally filtered; time is [since, until).
+
+        With `newest`, the last `limit` matching events (still returned in position order).
+        """
         q = select(events).where(events.c.position > after)
         if types:
             q = q.where(events.c.type.in_(list(types)))
@@ -308,10 +312,11 @@ class Ledger:
             q = q.where(events.c.time >= since_us)
         if until_us is not None:
             q = q.where(events.c.time < until_us)
-        q = q.order_by(events.c.position).limit(limit)
+        order = events.c.position.desc() if newest else events.c.position
+        q = q.order_by(order).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-            return self._decode(conn, rows)
+            return self._decode(conn, rows[::-1] if newest else rows)
 
     def read_stream(self, stream: str, after_version: int = 0) -> list[RecordedEvent]:
         """An aggregate stream's events in version order."""

@@ -28,8 +28,12 @@ metadata = MetaData(
 events = Table(
     "events",
     metadata,
-    Column("position", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=False),
+    Column(
+        "position",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("source", String(1024), nullable=False),
     Column("id", String(256), nullable=False),
     Column("type", String(64), nullable=False),
@@ -53,8 +57,12 @@ events = Table(
 series = Table(
     "series",
     metadata,
-    Column("series_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=False),
+    Column(
+        "series_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("name", String(200), nullable=False),
     Column("labels", Text, nullable=False),
     UniqueConstraint("name", "labels"),
@@ -69,7 +77,6 @@ api_keys = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
-    Column("last_used_at", BigInteger),
 )
 
 DATA_JSON = 0

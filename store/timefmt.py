@@ -22,7 +22,8 @@ def parse_rfc3339_us(text: str) -> int:
     m = _RFC3339.match(text)
     if m is None:
         raise TimeFormatError(
-            "must be RFC 3339 with an offset, e.g. 2026-10-01T12:00:00Z or 2026-10-01T08:00:00-04:00"
+            "must be RFC 3339 with an offset, "
+            "e.g. 2026-10-01T12:00:00Z or 2026-10-01T08:00:00-04:00"
         )
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     frac = m.group(7) or ""

@@ -57,7 +57,6 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(64), nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("revoked_at", sa.BigInteger),
-        sa.Column("last_used_at", sa.BigInteger),
         sa.PrimaryKeyConstraint("key_id", name="pk_api_keys"),
         sa.UniqueConstraint("token_hash", name="uq_api_keys_token_hash"),
     )

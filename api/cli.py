@@ -1,0 +1,327 @@
+"""The `opsledger` command line (Typer + Rich)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from store.contract import KNOWN_TYPES
+from store.engine import display_url
+from store.keys import SCOPES, create_key, list_keys, revoke_key
+from store.ledger import Ledger, RecordedEvent
+from store.settings import get_settings
+from store.timefmt import TimeFormatError, format_us, parse_rfc3339_us
+
+app = typer.Typer(
+    help="opsledger: event-sourced incident and capacity analytics for Kubernetes.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="The ledger's database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (only their hashes are stored).", no_args_is_help=True)
+events_app = typer.Typer(help="Read the ledger.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(events_app, name="events")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _ledger() -> Ledger:
+    return Ledger.from_url(get_settings().ledger_url)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@db_app.command("upgrade", epilog="Example: `opsledger db upgrade`")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the ledger's tables to the latest revision."""
+    from store.migrate import upgrade
+
+    url = get_settings().ledger_url
+    upgrade(url, revision)
+    err.print(f"ledger at {display_url(url)} is at revision {revision}", highlight=False)
+
+
+@keys_app.command("create", epilog="Example: `opsledger keys create --name grafana --scope read`")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A label for the key, e.g. who uses it.")],
+    scope: Annotated[str, typer.Option(help="read, write or admin (admin ⊇ write ⊇ read).")],
+    replace: Annotated[
+        bool, typer.Option(help="Revoke active keys with the same name first.")
+    ] = False,
+) -> None:
+    """Create an API key and print its token alone on stdout (it is shown only once)."""
+    if scope not in SCOPES:
+        raise _fail(f"--scope must be one of {', '.join(SCOPES)}", 2)
+    key, token = create_key(_ledger().engine, name, scope, replace=replace)
+    err.print(f"created key {key.key_id} ({key.name}, {key.scope})", highlight=False)
+    print(token)
+
+
+@keys_app.command("list", epilog="Example: `opsledger keys list --all`")
+def keys_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
+    """List API keys (ids, names, scopes; never tokens)."""
+    table = Table("key id", "name", "scope", "created", "revoked")
+    for k in list_keys(_ledger().engine, include_revoked=all_):
+        table.add_row(
+            k.key_id,
+            k.name,
+            k.scope,
+            format_us(k.created_at_us),
+            format_us(k.revoked_at_us) if k.revoked_at_us else "",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke", epilog="Example: `opsledger keys revoke 3f9a1c2b7d4e`")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id from `keys list`.")],
+) -> None:
+    """Revoke an API key; requests with it get 401 from then on."""
+    if not revoke_key(_ledger().engine, key_id):
+        raise _fail(f"no active key with id {key_id!r}")
+    err.print(f"revoked {key_id}")
+
+
+@app.command(
+    "import",
+    epilog="Examples: `opsledger import history.jsonl`, "
+    "`kubectl get events -o json | jq -c ... | opsledger import - --skip-invalid`",
+)
+def import_(
+    path: Annotated[
+        str, typer.Argument(help="A file of JSON Lines, a JSON array or one object; - for stdin.")
+    ],
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Write the valid events and list the rejected ones.")
+    ] = False,
+) -> None:
+    """Import CloudEvents from a file, atomically unless --skip-invalid.
+
+    Exit status 0 only when nothing was rejected.
+    """
+    from ingest.files import import_bytes
+
+    if path == "-":
+        text = sys.stdin.buffer.read()
+    else:
+        try:
+            text = Path(path).read_bytes()
+        except OSError as exc:
+            raise _fail(f"cannot read {path}: {exc.strerror}", 2) from None
+    with Progress(
+        TextColumn("validating"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=len(text) < 1_000_000,
+    ) as bar:
+        task = bar.add_task("validate", total=None)
+        result = import_bytes(
+            _ledger(),
+            text,
+            skip_invalid=skip_invalid,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    for r in result.rejected[:1000]:
+        field = f"{r.field}: " if r.field else ""
+        err.print(f"{r.where}: {field}{r.reason}", highlight=False, markup=False)
+    if len(result.rejected) > 1000:
+        err.print(f"… and {len(result.rejected) - 1000} more")
+    rejected_items = len({r.where for r in result.rejected})
+    if result.rejected and not result.written:
+        err.print("nothing was written (the import is atomic; see --skip-invalid)")
+    out.print(
+        f"accepted {result.accepted}, duplicates {result.duplicates}, rejected {rejected_items}",
+        highlight=False,
+    )
+    if result.rejected:
+        raise typer.Exit(1)
+
+
+def _time_option(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339_us(value)
+    except TimeFormatError as exc:
+        raise _fail(f"--{name} {exc}", 2) from None
+
+
+def _types(value: list[str] | None) -> list[str] | None:
+    types = [t for v in value or [] for t in v.split(",") if t]
+    for t in types:
+        if t not in KNOWN_TYPES:
+            raise _fail(f"--type {t!r} is not a known type; known: {', '.join(KNOWN_TYPES)}", 2)
+    return types or None
+
+
+def _print_events(page: list[RecordedEvent], as_json: bool) -> None:
+    if as_json:
+        for e in page:
+            sys.stdout.write(orjson.dumps(e.to_cloudevent()).decode() + "\n")
+        sys.stdout.flush()
+        return
+    table = Table("position", "time", "type", "cluster", "source", "id", "summary")
+    for e in page:
+        table.add_row(
+            str(e.position),
+            format_us(e.time_us),
+            e.type,
+            e.cluster or "",
+            e.source,
+            e.id,
+            _summary(e),
+        )
+    out.print(table)
+
+
+def _summary(e: RecordedEvent) -> str:
+    if e.samples is not None:
+        return f"{len(e.samples)} samples, {len(e.samples.series)} series"
+    data: dict[str, Any] = dict(e.data or {})
+    for key in ("incident_id", "node", "pod", "finding_id", "service", "month", "reason"):
+        if key in data:
+            return f"{key}={data[key]}"
+    return ""
+
+
+@events_app.command(
+    "list",
+    epilog="Example: `opsledger events list --type opsledger.incident.opened "
+    "--since 2026-10-01T00:00:00Z`",
+)
+def events_list(
+    after: Annotated[int, typer.Option(min=0, help="Start after this position.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Most events to show.")] = 50,
+    type_: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Only this cluster.")] = None,
+    since: Annotated[str | None, typer.Option(help="Event time ≥ this (RFC 3339).")] = None,
+    until: Annotated[str | None, typer.Option(help="Event time < this (RFC 3339).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON Lines.")] = False,
+) -> None:
+    """List events in position order."""
+    page = _ledger().read(
+        after,
+        limit,
+        types=_types(type_),
+        cluster=cluster,
+        since_us=_time_option("since", since),
+        until_us=_time_option("until", until),
+    )
+    _print_events(page, as_json)
+
+
+@events_app.command("tail", epilog="Example: `opsledger events tail --follow --json`")
+def events_tail(
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", min=0, help="Show this many last events.")
+    ] = 20,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new events.")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls.")] = 1.0,
+    type_: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON Lines.")] = False,
+) -> None:
+    """Show the last events, and with --follow keep printing new ones."""
+    ledger = _ledger()
+    types = _types(type_)
+    page = ledger.read(0, lines, types=types, newest=True) if lines else []
+    _print_events(page, as_json)
+    after = page[-1].position if page else ledger.head()
+    try:
+        while follow:
+            page = ledger.read(after, 1000, types=types)
+            if page:
+                _print_events(page, as_json)
+                after = page[-1].position
+            else:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("serve", epilog="Example: `opsledger serve --host 127.0.0.1 --port 8000`")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    err.print(
+        f"serving http://{host}:{port}  (ledger {display_url(settings.ledger_url)})",
+        highlight=False,
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+
+
+@app.command("demo", epilog="Example: `opsledger demo --since 2026-10-01 --seed 7`")
+def demo(
+    since: Annotated[
+        str | None,
+        typer.Option(help="First day (YYYY-MM-DD); default the first day of last month."),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same history.")
+    ] = 7,
+) -> None:
+    """Append a realistic, deterministic month of history for one EKS cluster (idempotent)."""
+    from ingest import demo as demo_history
+
+    now_us = time.time_ns() // 1000
+    try:
+        first = date.fromisoformat(since) if since else demo_history.default_since(now_us)
+    except ValueError:
+        raise _fail("--since must be a date YYYY-MM-DD", 2) from None
+    with Progress(
+        TextColumn("loading demo history"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("demo", total=None)
+        totals = demo_history.load(
+            _ledger(),
+            first,
+            now_us,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    out.print(
+        f"demo since {first.isoformat()}: accepted {totals.accepted}, duplicates "
+        f"{totals.duplicates}, {totals.samples} metric samples",
+        highlight=False,
+    )
+
+
+def main() -> None:
+    """Entry point of the `opsledger` console script."""
+    app()

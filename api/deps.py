@@ -1,0 +1,68 @@
+"""FastAPI dependencies: the ledger, the settings and the calling API key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from store.keys import ApiKey, Scope, authenticate
+from store.ledger import Ledger
+from store.settings import Settings
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key from `opsledger keys create`: `Authorization: Bearer olk_…`.",
+)
+
+
+def get_ledger(request: Request) -> Ledger:
+    """The application's ledger."""
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+def get_settings(request: Request) -> Settings:
+    """The application's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def require(scope: Scope) -> Callable[..., object]:
+    """A dependency admitting keys whose scope covers `scope` (401 unknown, 403 too small)."""
+
+    async def dependency(ledger: LedgerDep, credentials: Credentials) -> ApiKey:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing API key: send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        key = await run_in_threadpool(authenticate, ledger.engine, credentials.credentials)
+        if key is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "unknown or revoked API key",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if not key.allows(scope):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this route needs the {scope!r} scope; key {key.key_id} has {key.scope!r}",
+            )
+        return key
+
+    return dependency
+
+
+ReadKey = Annotated[ApiKey, Depends(require("read"))]
+WriteKey = Annotated[ApiKey, Depends(require("write"))]
+AdminKey = Annotated[ApiKey, Depends(require("admin"))]

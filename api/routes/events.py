@@ -1,0 +1,162 @@
+"""`/v1/events`: append CloudEvents and page through the ledger."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import LedgerDep, ReadKey, SettingsDep, WriteKey
+from api.schemas import (
+    EXAMPLE_EVENT,
+    EXAMPLE_SAMPLES,
+    AppendResponse,
+    ConflictResponse,
+    ErrorResponse,
+    EventsPage,
+)
+from ingest.events import decode_body, ingest
+from store.contract import KNOWN_TYPES
+from store.timefmt import TimeFormatError, parse_rfc3339_us
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+_event_schema = {"type": "object", "description": "A structured-mode CloudEvent (v1 contract)."}
+_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/cloudevents+json": {
+            "schema": _event_schema,
+            "examples": {
+                "incident": {"value": EXAMPLE_EVENT},
+                "samples": {"value": EXAMPLE_SAMPLES},
+            },
+        },
+        "application/cloudevents-batch+json": {
+            "schema": {"type": "array", "items": _event_schema},
+            "examples": {"batch": {"value": [EXAMPLE_EVENT, EXAMPLE_SAMPLES]}},
+        },
+        "application/json": {
+            "schema": {"oneOf": [_event_schema, {"type": "array", "items": _event_schema}]},
+            "examples": {"one": {"value": EXAMPLE_EVENT}, "batch": {"value": [EXAMPLE_SAMPLES]}},
+        },
+    },
+}
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the configured limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds OPSLEDGER_MAX_BODY_BYTES ({limit} bytes)")
+        self.limit = limit
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refusing it as soon as it passes `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/events",
+    response_model=AppendResponse,
+    summary="Append one CloudEvent or an atomic batch",
+    openapi_extra={"requestBody": _REQUEST_BODY},
+    responses={
+        400: {"model": ErrorResponse, "description": "Malformed JSON or wrong body shape."},
+        401: {"model": ErrorResponse, "description": "No, unknown or revoked API key."},
+        403: {"model": ErrorResponse, "description": "The key lacks the write scope."},
+        409: {
+            "model": ConflictResponse,
+            "description": "(source, id) recorded with other content.",
+        },
+        413: {"model": ErrorResponse, "description": "Body over OPSLEDGER_MAX_BODY_BYTES."},
+        415: {"model": ErrorResponse, "description": "Unsupported content type."},
+        422: {"model": ErrorResponse, "description": "Invalid events: each index, field, reason."},
+    },
+)
+async def post_events(
+    request: Request, ledger: LedgerDep, settings: SettingsDep, _key: WriteKey
+) -> AppendResponse:
+    """Validate every event against the contract, then append all or nothing.
+
+    Re-sending an event with the same `(source, id)` and content is a duplicate (counted, not
+    written again), so clients can retry safely.
+    """
+    body = await read_limited(request, settings.max_body_bytes)
+    raws = decode_body(body, request.headers.get("content-type"))
+    result = await run_in_threadpool(ingest, ledger, raws, settings.max_batch_events)
+    return AppendResponse(**result.as_dict())
+
+
+def _instant(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339_us(value)
+    except TimeFormatError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, f"query parameter {name!r} {exc}"
+        ) from None
+
+
+@router.get(
+    "/events",
+    response_model=EventsPage,
+    summary="Page through the ledger by position",
+    responses={
+        401: {"model": ErrorResponse, "description": "No, unknown or revoked API key."},
+        422: {"model": ErrorResponse, "description": "A bad query parameter."},
+    },
+)
+def get_events(
+    ledger: LedgerDep,
+    settings: SettingsDep,
+    _key: ReadKey,
+    after: Annotated[int, Query(ge=0, description="Return events after this position.")] = 0,
+    limit: Annotated[int, Query(ge=1, description="Most events to return.")] = 100,
+    type: Annotated[
+        list[str] | None,
+        Query(description="Only these types (repeat the parameter or separate with commas)."),
+    ] = None,
+    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
+    since: Annotated[str | None, Query(description="Event time ≥ this (RFC 3339).")] = None,
+    until: Annotated[str | None, Query(description="Event time < this (RFC 3339).")] = None,
+) -> EventsPage:
+    """Events in position order; follow `next_after` to read on without missing any."""
+    if limit > settings.max_page_size:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"query parameter 'limit' must be at most {settings.max_page_size}",
+        )
+    types = [t for value in type or [] for t in value.split(",") if t]
+    unknown = [t for t in types if t not in KNOWN_TYPES]
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"query parameter 'type' {unknown[0]!r} is not a known type; known: "
+            + ", ".join(KNOWN_TYPES),
+        )
+    page = ledger.read(
+        after,
+        limit,
+        types=types or None,
+        cluster=cluster,
+        since_us=_instant("since", since),
+        until_us=_instant("until", until),
+    )
+    return EventsPage(
+        events=[e.to_cloudevent() for e in page],
+        next_after=page[-1].position if page else after,
+    )

@@ -1,0 +1,67 @@
+"""Shared fixtures: real ledger backends (a SQLite file, a throwaway PostgreSQL 15 server)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pg import PostgresServer, PostgresUnavailable, start_server
+
+from store.ledger import Ledger
+from store.migrate import upgrade
+
+BACKENDS = ("sqlite", "postgresql")
+_sqlite_files = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session, started only if a test asks for it."""
+    try:
+        server = start_server()
+    except PostgresUnavailable as exc:
+        # CI installs PostgreSQL; a missing server is a broken environment, never a skip.
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def new_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, *, migrated: bool
+) -> str:
+    """A fresh database of the backend, at the head revision or empty; dropped after the test."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / f'ledger-{next(_sqlite_files)}.db'}"
+        if migrated:
+            upgrade(url)
+        return url
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    name = server.migrated_database() if migrated else server.create_database()
+    request.addfinalizer(lambda: server.drop_database(name))
+    return server.url(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, migrated ledger database on each backend."""
+    return new_database_url(request.param, request, tmp_path, migrated=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh database with no tables, on each backend."""
+    return new_database_url(request.param, request, tmp_path, migrated=False)
+
+
+@pytest.fixture
+def ledger(backend_url: str) -> Iterator[Ledger]:
+    """A ledger on the fresh backend database; its engine is disposed after the test."""
+    led = Ledger.from_url(backend_url)
+    try:
+        yield led
+    finally:
+        led.engine.dispose()
