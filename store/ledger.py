@@ -353,8 +353,14 @@ class Ledger:
             if row.data_format == DATA_SAMPLES_V1:
                 ids, ts, values = blobs[row.position]
                 uniq, inverse = np.unique(ids, return_inverse=True)
-                keys = tuple(self._series_keys[int(s)] for s in uniq)
-                batch = SampleBatch(keys, inverse.astype(np.int64), ts, values)
+                keys = [self._series_keys[int(s)] for s in uniq]
+                # Stored ids follow creation order, not key order: re-rank to the canonical form.
+                order = sorted(range(len(keys)), key=keys.__getitem__)
+                rank = np.empty(len(keys), dtype=np.int64)
+                rank[order] = np.arange(len(keys), dtype=np.int64)
+                batch = SampleBatch(
+                    tuple(keys[i] for i in order), rank[inverse].astype(np.int64), ts, values
+                )
             else:
                 data = orjson.loads(row.data)
             out.append(

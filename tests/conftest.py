@@ -16,6 +16,17 @@ BACKENDS = ("sqlite", "postgresql")
 _sqlite_files = itertools.count(1)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep pytest-alembic from binding its built-in tests to this conftest.py.
+
+    tests/test_migrations.py runs those tests itself, once per backend. pytest-alembic 0.13.1
+    binds them to tests/conftest.py by default even without --test-alembic, and that binding
+    fails under pytest 9 (its collector sets `_nodeid`, which pytest 9 no longer has).
+    """
+    if not getattr(config.option, "pytest_alembic_tests_path", None):
+        config.option.pytest_alembic_tests_path = "tests/.pytest-alembic-not-bound"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     """One PostgreSQL server for the whole session, started only if a test asks for it."""

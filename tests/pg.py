@@ -65,9 +65,13 @@ class PostgresServer:
         """Create an empty (or template-cloned) database with a unique name; return its name."""
         name = f"{self._prefix}_{next(self._names)}"
         stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template is not None:
-            stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
         with self._admin() as conn:
+            if template is not None:
+                stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
+                if conn.info.server_version >= 150000:
+                    # Copying the small template's files is several times faster than PG 15's
+                    # default WAL_LOG strategy, which adds about 0.2 s to every test.
+                    stmt = sql.SQL("{} STRATEGY FILE_COPY").format(stmt)
             conn.execute(stmt)
         self._created.append(name)
         return name
