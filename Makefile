@@ -23,7 +23,7 @@ run: install
 	else echo "demo already loaded (rm $(OPSLEDGER_HOME)/demo-loaded to load it again)"; fi
 	@token=$$($(BIN)/opsledger keys create --name make-run --scope read --replace 2>/dev/null) && \
 		echo "" && \
-		echo "opsledger on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/docs)" && \
+		echo "opsledger on http://$(HOST):$(PORT)  (OpenAPI: http://$(HOST):$(PORT)/openapi.json)" && \
 		echo "read key: $$token" && \
 		echo "try: curl -H 'Authorization: Bearer $$token' 'http://$(HOST):$(PORT)/v1/events?limit=5'" && \
 		echo ""

@@ -108,6 +108,10 @@ def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The interactive pages load their scripts from a CDN, which an air-gapped install
+        # cannot reach; /openapi.json is served and works with any local OpenAPI viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.ledger = ledger or Ledger.from_url(settings.ledger_url)

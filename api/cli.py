@@ -23,13 +23,26 @@ from store.timefmt import TimeFormatError, format_us, parse_rfc3339_us
 
 app = typer.Typer(
     help="opsledger: event-sourced incident and capacity analytics for Kubernetes.",
+    epilog="Example: `opsledger db upgrade && opsledger demo && opsledger serve`",
     no_args_is_help=True,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="The ledger's database schema.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys (only their hashes are stored).", no_args_is_help=True)
-events_app = typer.Typer(help="Read the ledger.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The ledger's database schema.",
+    epilog="Example: `opsledger db upgrade`",
+    no_args_is_help=True,
+)
+keys_app = typer.Typer(
+    help="API keys (only their hashes are stored).",
+    epilog="Example: `opsledger keys create --name ci --scope write`",
+    no_args_is_help=True,
+)
+events_app = typer.Typer(
+    help="Read the ledger.",
+    epilog="Example: `opsledger events tail --follow`",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(events_app, name="events")
@@ -52,11 +65,12 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Create or migrate the ledger's tables to the latest revision."""
-    from store.migrate import upgrade
+    from store.migrate import current_revision, upgrade
 
     url = get_settings().ledger_url
     upgrade(url, revision)
-    err.print(f"ledger at {display_url(url)} is at revision {revision}", highlight=False)
+    now = current_revision(_ledger().engine)
+    err.print(f"ledger at {display_url(url)} is at revision {now}", highlight=False)
 
 
 @keys_app.command("create", epilog="Example: `opsledger keys create --name grafana --scope read`")
@@ -70,7 +84,10 @@ def keys_create(
     """Create an API key and print its token alone on stdout (it is shown only once)."""
     if scope not in SCOPES:
         raise _fail(f"--scope must be one of {', '.join(SCOPES)}", 2)
-    key, token = create_key(_ledger().engine, name, scope, replace=replace)
+    try:
+        key, token = create_key(_ledger().engine, name, scope, replace=replace)
+    except ValueError as exc:
+        raise _fail(f"--name: {exc}", 2) from None
     err.print(f"created key {key.key_id} ({key.name}, {key.scope})", highlight=False)
     print(token)
 
@@ -323,5 +340,28 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the `opsledger` console script."""
-    app()
+    """The `opsledger` console script: expected failures print one line, not a traceback."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from store.errors import ConflictError, StreamVersionError
+
+    try:
+        app(standalone_mode=True)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"OPSLEDGER_{'.'.join(str(p) for p in e['loc']).upper() or 'SETTINGS'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        err.print(f"[red]error:[/red] invalid settings: {problems}", highlight=False)
+        raise SystemExit(2) from None
+    except (OperationalError, ProgrammingError) as exc:
+        text = str(exc.orig)
+        if "no such table" in text or "does not exist" in text:
+            err.print("[red]error:[/red] the ledger is not migrated: run `opsledger db upgrade`")
+        else:
+            err.print(f"[red]error:[/red] ledger database: {text.splitlines()[0]}", highlight=False)
+        raise SystemExit(1) from None
+    except (ConflictError, StreamVersionError) as exc:
+        err.print(f"[red]error:[/red] {exc}; nothing was written", highlight=False)
+        raise SystemExit(1) from None

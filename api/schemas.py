@@ -24,7 +24,7 @@ EXAMPLE_EVENT: dict[str, Any] = {
 }
 EXAMPLE_SAMPLES: dict[str, Any] = {
     "specversion": "1.0",
-    "id": "prom-enhanced-eks-cluster-1760414400",
+    "id": "prom-enhanced-eks-cluster-1791950400",
     "source": "opsledger/collector/prometheus",
     "type": "opsledger.metric.samples",
     "time": "2026-10-14T04:00:00Z",
@@ -44,7 +44,7 @@ EXAMPLE_SAMPLES: dict[str, Any] = {
             {
                 "name": "pvc_used_bytes",
                 "labels": {"namespace": "payments", "persistentvolumeclaim": "data-postgres-0"},
-                "ts": 1760414400,
+                "ts": 1791950400,
                 "value": 81604378624,
             },
         ]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from store.contract import ContractError, Event, validate_event
 from store.errors import ConflictError
 from store.ledger import Ledger
+
+LEDGER_ATTRIBUTES: Final = frozenset({"position", "recordedat", "stream", "streamversion"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,9 @@ def import_bytes(
         if isinstance(raw, BadLine):
             result.rejected.append(Rejection(where, "", raw.reason))
             continue
+        if isinstance(raw, dict):
+            # What `events list --json` and GET /v1/events add on read, so an export re-imports.
+            raw = {k: v for k, v in raw.items() if k not in LEDGER_ATTRIBUTES}
         try:
             ev = validate_event(raw)
         except ContractError as exc:

@@ -70,7 +70,6 @@ _CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _METRIC_NAME_RE = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]{0,199}$")
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 _SAMPLE_KEYS = frozenset({"name", "labels", "ts", "value"})
-_MAX_TS_SECONDS = MAX_US / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +253,7 @@ def _validate(raw: Any, index: int, problems: list[Problem]) -> Event | None:
     event_id = _str_attr(raw, "id", index, MAX_ID_LENGTH, problems)
     source = _str_attr(raw, "source", index, MAX_SOURCE_LENGTH, problems)
     event_type = raw["type"]
-    if event_type not in DATA_MODELS:
+    if not isinstance(event_type, str) or event_type not in DATA_MODELS:
         problems.append(
             Problem(index, "type", "is not a known type; known: " + ", ".join(KNOWN_TYPES))
         )
@@ -313,7 +312,7 @@ def _validate(raw: Any, index: int, problems: list[Problem]) -> Event | None:
             loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
             problems.append(Problem(index, "data" + loc, str(err["msg"])))
         return None
-    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    canonical = orjson.dumps(_numeric_canonical(data), option=orjson.OPT_SORT_KEYS)
     digest = _digest(event_type, time_us, cluster, subject, (canonical,))
     return Event(
         source,
@@ -327,6 +326,17 @@ def _validate(raw: Any, index: int, problems: list[Problem]) -> Event | None:
         digest,
         stream_for(event_type, data),
     )
+
+
+def _numeric_canonical(value: Any) -> Any:
+    """A copy where integral floats are ints, so 42000 and 42000.0 are the same content."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**63 else value
+    if isinstance(value, dict):
+        return {k: _numeric_canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numeric_canonical(v) for v in value]
+    return value
 
 
 def _check_json(value: Any, index: int, path: str, depth: int, problems: list[Problem]) -> bool:
@@ -418,12 +428,16 @@ def _samples(data: Mapping[str, Any], index: int, problems: list[Problem]) -> Sa
         t = s["ts"]
         tt = type(t)
         if tt is int or tt is float:
-            if not (isfinite(t) and 0 <= t <= _MAX_TS_SECONDS):
+            t_us = round(t * 1_000_000) if isfinite(t) else -1
+            if not 0 <= t_us <= MAX_US:
                 problems.append(
-                    Problem(index, f"data.samples[{j}].ts", "must be Unix seconds after 1970")
+                    Problem(
+                        index,
+                        f"data.samples[{j}].ts",
+                        "must be Unix seconds from 1970 to the end of year 9999",
+                    )
                 )
                 continue
-            t_us = round(t * 1_000_000)
         elif tt is str:
             cached = ts_cache.get(t)
             if cached is None:

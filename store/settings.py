@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
@@ -17,7 +18,8 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production"] = Field(
         "development",
-        description="`production` refuses unsafe values (relative paths, oversized limits).",
+        description="`production` refuses unsafe values (relative ledger paths, a body limit "
+        "over 256 MiB).",
     )
     home: Path = Field(
         Path(".opsledger"),
@@ -46,6 +48,13 @@ class Settings(BaseSettings):
         if self.env == "production":
             if self.database_url is None and not self.home.is_absolute():
                 raise ValueError("OPSLEDGER_HOME must be an absolute path in production")
+            if self.database_url is not None:
+                url = make_url(self.database_url)
+                db = url.database or ""
+                if url.get_backend_name() == "sqlite" and not Path(db).is_absolute():
+                    raise ValueError(
+                        "OPSLEDGER_DATABASE_URL must name an absolute SQLite path in production"
+                    )
             if self.max_body_bytes > 256 * 1024 * 1024:
                 raise ValueError("OPSLEDGER_MAX_BODY_BYTES above 256 MiB is refused in production")
         return self

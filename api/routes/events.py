@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 
 from api.deps import LedgerDep, ReadKey, SettingsDep, WriteKey
 from api.schemas import (
@@ -100,15 +101,18 @@ async def post_events(
     return AppendResponse(**result.as_dict())
 
 
+def bad_query(name: str, reason: str) -> RequestValidationError:
+    """A 422 naming the query parameter at fault, shaped like FastAPI's own."""
+    return RequestValidationError([{"loc": ("query", name), "msg": reason, "type": "value_error"}])
+
+
 def _instant(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
         return parse_rfc3339_us(value)
     except TimeFormatError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"query parameter {name!r} {exc}"
-        ) from None
+        raise bad_query(name, str(exc)) from None
 
 
 @router.get(
@@ -124,8 +128,13 @@ def get_events(
     ledger: LedgerDep,
     settings: SettingsDep,
     _key: ReadKey,
-    after: Annotated[int, Query(ge=0, description="Return events after this position.")] = 0,
-    limit: Annotated[int, Query(ge=1, description="Most events to return.")] = 100,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Return events after this position.")
+    ] = 0,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, description="Most events to return (default 100, at most max_page_size)."),
+    ] = None,
     type: Annotated[
         list[str] | None,
         Query(description="Only these types (repeat the parameter or separate with commas)."),
@@ -135,18 +144,15 @@ def get_events(
     until: Annotated[str | None, Query(description="Event time < this (RFC 3339).")] = None,
 ) -> EventsPage:
     """Events in position order; follow `next_after` to read on without missing any."""
-    if limit > settings.max_page_size:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            f"query parameter 'limit' must be at most {settings.max_page_size}",
-        )
+    if limit is None:
+        limit = min(100, settings.max_page_size)
+    elif limit > settings.max_page_size:
+        raise bad_query("limit", f"must be at most {settings.max_page_size} (max_page_size)")
     types = [t for value in type or [] for t in value.split(",") if t]
     unknown = [t for t in types if t not in KNOWN_TYPES]
     if unknown:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            f"query parameter 'type' {unknown[0]!r} is not a known type; known: "
-            + ", ".join(KNOWN_TYPES),
+        raise bad_query(
+            "type", f"{unknown[0]!r} is not a known type; known: " + ", ".join(KNOWN_TYPES)
         )
     page = ledger.read(
         after,
