@@ -19,6 +19,7 @@ from api.schemas import (
 )
 from ingest.events import decode_body, ingest
 from store.contract import KNOWN_TYPES
+from store.ledger import AppendResult
 from store.timefmt import TimeFormatError, parse_rfc3339_us
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -96,8 +97,13 @@ async def post_events(
     written again), so clients can retry safely.
     """
     body = await read_limited(request, settings.max_body_bytes)
-    raws = decode_body(body, request.headers.get("content-type"))
-    result = await run_in_threadpool(ingest, ledger, raws, settings.max_batch_events)
+    content_type = request.headers.get("content-type")
+
+    def decode_and_append() -> AppendResult:
+        # Decoding a large batch takes long enough to stall the event loop: off it, with the rest.
+        return ingest(ledger, decode_body(body, content_type), settings.max_batch_events)
+
+    result = await run_in_threadpool(decode_and_append)
     return AppendResponse(**result.as_dict())
 
 
