@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import events, health
+from analytics.projector import Projector
+from api.routes import capacity, events, health, storage
+from api.routes import projections as projection_routes
 from api.routes.events import BodyTooLarge
 from ingest.events import BodyError
 from store.contract import ContractError
@@ -92,15 +97,53 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal error; see the server log")
 
 
-def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -> FastAPI:
-    """Build the application for the given settings (default: from the environment)."""
+def _announce(path: Path, url: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps({"url": url, "pid": os.getpid()}))
+
+
+def _withdraw(path: Path) -> None:
+    # Only our own announcement: another server may have taken over the read model since.
+    try:
+        if orjson.loads(path.read_bytes()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        pass
+
+
+def create_app(
+    settings: Settings | None = None,
+    ledger: Ledger | None = None,
+    projections: bool = True,
+    announce_url: str | None = None,
+) -> FastAPI:
+    """Build the application for the given settings (default: from the environment).
+
+    With `projections`, startup opens the read model and keeps it caught up; with
+    `announce_url`, it also tells the CLI where to reach this server while it holds it.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_ledger:
-            app.state.ledger.engine.dispose()
+        # The read model opens only in a served process: DuckDB admits one writing process.
+        projector = None
+        if projections:
+            projector = Projector(
+                app.state.ledger, settings.read_model, settings.projection_interval_seconds
+            )
+            projector.start()
+            if announce_url is not None:
+                _announce(settings.server_file, announce_url)
+        app.state.projector = projector
+        try:
+            yield
+        finally:
+            if projector is not None:
+                _withdraw(settings.server_file)
+                projector.stop()
+            if owns_ledger:
+                app.state.ledger.engine.dispose()
 
     owns_ledger = ledger is None
     app = FastAPI(
@@ -118,4 +161,7 @@ def create_app(settings: Settings | None = None, ledger: Ledger | None = None) -
     _install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(projection_routes.router)
+    app.include_router(capacity.router)
+    app.include_router(storage.router)
     return app

@@ -45,7 +45,13 @@ events_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+projections_app = typer.Typer(
+    help="The read model's projections (DuckDB).",
+    epilog="Example: `opsledger projections status`",
+    no_args_is_help=True,
+)
 app.add_typer(events_app, name="events")
+app.add_typer(projections_app, name="projections")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -280,6 +286,138 @@ def events_tail(
         pass
 
 
+def _server_file() -> Path:
+    return get_settings().server_file
+
+
+def _delegate(method: str, path: str) -> dict[str, Any]:
+    """Ask the running server, which holds the read model, through its API with a one-off key."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        info = orjson.loads(_server_file().read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        raise _fail(
+            f"{get_settings().read_model} is open in another process and no server "
+            "announced itself; stop that process and retry"
+        ) from None
+    engine = _ledger().engine
+    key, token = create_key(engine, "cli-delegate", "admin")
+    try:
+        req = urllib.request.Request(
+            info["url"] + path, method=method, headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(req, timeout=3600) as resp:
+            body: dict[str, Any] = orjson.loads(resp.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        try:
+            refusal = orjson.loads(exc.read())
+            reasons = "; ".join(e["reason"] for e in refusal.get("errors", []))
+            message = reasons or refusal.get("detail", str(exc))
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            message = str(exc)
+        raise _fail(message, 2 if exc.code in (400, 422) else 1) from None
+    except urllib.error.URLError as exc:
+        raise _fail(f"the server at {info['url']} did not answer: {exc}") from None
+    finally:
+        revoke_key(engine, key.key_id)
+
+
+def _print_projections(states: list[dict[str, Any]]) -> None:
+    table = Table("projection", "version", "position", "ledger head", "lag")
+    for st in states:
+        table.add_row(
+            st["name"], str(st["version"]), str(st["position"]), str(st["head"]), str(st["lag"])
+        )
+    out.print(table)
+
+
+def _local_states(runner: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": s.name, "version": s.version, "position": s.position, "head": s.head, "lag": s.lag}
+        for s in runner.status()
+    ]
+
+
+def _run_local(action: str, names: list[str] | None) -> list[dict[str, Any]] | None:
+    """Run on the read model in this process; None when a server holds it."""
+    from analytics.readmodel import ReadModel, ReadModelBusy
+    from analytics.registry import default_projections
+    from analytics.runner import Runner
+
+    try:
+        model = ReadModel(get_settings().read_model)
+    except ReadModelBusy:
+        return None
+    try:
+        runner = Runner(_ledger(), model, default_projections())
+        if action == "status":
+            return _local_states(runner)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(name: str, position: int, head: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(f"{action} {name}", total=head)
+                bar.update(tasks[name], completed=position, total=head)
+
+            try:
+                if action == "rebuild":
+                    runner.rebuild(names, progress)
+                else:
+                    runner.catch_up(names, progress)
+            except KeyError as exc:
+                raise _fail(str(exc.args[0]), 2) from None
+        return _local_states(runner)
+    finally:
+        model.close()
+
+
+@app.command("project", epilog="Example: `opsledger project`")
+def project() -> None:
+    """Catch the read model up with the ledger now (through the server when one is running)."""
+    states = _run_local("catch-up", None)
+    if states is None:
+        states = _delegate("POST", "/v1/projections/catch-up")["projections"]
+    _print_projections(states)
+
+
+@projections_app.command("status", epilog="Example: `opsledger projections status`")
+def projections_status() -> None:
+    """Show each projection's checkpoint, the ledger head and the lag."""
+    states = _run_local("status", None)
+    if states is None:
+        states = _delegate("GET", "/v1/projections")["projections"]
+    _print_projections(states)
+
+
+@projections_app.command("rebuild", epilog="Example: `opsledger projections rebuild capacity`")
+def projections_rebuild(
+    name: Annotated[
+        list[str] | None, typer.Argument(help="Projections to rebuild; default all.")
+    ] = None,
+) -> None:
+    """Drop projections and replay them from the start of the ledger, with a progress bar."""
+    states = _run_local("rebuild", name)
+    if states is None:
+        from urllib.parse import urlencode
+
+        query = urlencode([("name", n) for n in name or []])
+        states = _delegate("POST", "/v1/projections/rebuild" + (f"?{query}" if query else ""))[
+            "projections"
+        ]
+    _print_projections(states)
+
+
 @app.command("serve", epilog="Example: `opsledger serve --host 127.0.0.1 --port 8000`")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -295,7 +433,9 @@ def serve(
         f"serving http://{host}:{port}  (ledger {display_url(settings.ledger_url)})",
         highlight=False,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    app_ = create_app(settings, announce_url=f"http://{local}:{port}")
+    uvicorn.run(app_, host=host, port=port, log_level=settings.log_level)
 
 
 @app.command("demo", epilog="Example: `opsledger demo --since 2026-10-01 --seed 7`")

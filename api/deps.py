@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from analytics.projector import Projector
 from store.keys import ApiKey, Scope, authenticate
 from store.ledger import Ledger
 from store.settings import Settings
@@ -31,7 +32,19 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_projector(request: Request) -> Projector:
+    """The server's projector (503 when the read model is not open in this process)."""
+    projector: Projector | None = getattr(request.app.state, "projector", None)
+    if projector is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the read model is not open in this process (projections are off)",
+        )
+    return projector
+
+
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+ProjectorDep = Annotated[Projector, Depends(get_projector)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 

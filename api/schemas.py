@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -147,3 +147,146 @@ class Health(BaseModel):
 
     status: str
     detail: str | None = None
+
+
+class TrendPoint(BaseModel):
+    """One bucket of a capacity series; fields that do not apply are null."""
+
+    t: str = Field(description="Bucket start (UTC); the bucket is [t, t + step).")
+    usage_avg: float | None = None
+    usage_p95: float | None = None
+    usage_max: float | None = None
+    requests_avg: float | None = None
+    allocatable_avg: float | None = None
+    utilization_avg: float | None = None
+    utilization_p95: float | None = None
+    commitment_avg: float | None = None
+
+
+class TrendSeries(BaseModel):
+    """The points of one scope member."""
+
+    key: dict[str, str | None] = Field(
+        description="cluster, plus nodepool / node / namespace as the scope needs."
+    )
+    points: list[TrendPoint]
+
+
+class TrendsResponse(BaseModel):
+    """`GET /v1/capacity/trends`."""
+
+    series: list[TrendSeries]
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "series": [
+                        {
+                            "key": {
+                                "cluster": "enhanced-eks-cluster",
+                                "nodepool": "general-purpose",
+                            },
+                            "points": [
+                                {
+                                    "t": "2026-10-14T00:00:00Z",
+                                    "usage_avg": 101.2,
+                                    "usage_p95": 118.9,
+                                    "usage_max": 121.4,
+                                    "requests_avg": None,
+                                    "allocatable_avg": 248.0,
+                                    "utilization_avg": 0.408,
+                                    "utilization_p95": 0.479,
+                                    "commitment_avg": None,
+                                }
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    }
+
+
+class ProjectionState(BaseModel):
+    """A projection's checkpoint against the ledger head."""
+
+    name: str
+    version: int
+    position: int
+    head: int
+    lag: int
+
+
+class ProjectionsResponse(BaseModel):
+    """`GET /v1/projections`."""
+
+    projections: list[ProjectionState]
+
+
+class ForecastItem(BaseModel):
+    """One PVC's forecast."""
+
+    cluster: str
+    namespace: str
+    pvc: str
+    used_bytes: float | None
+    capacity_bytes: float | None
+    used_ratio: float | None
+    growth_bytes_per_day: float | None
+    days_to_85: float | None
+    days_to_90: float | None
+    days_to_full: float | None
+    eta_90: str | None
+    eta_90_low: str | None
+    eta_90_high: str | None
+    method: str
+    status: Literal["critical", "warning", "forecast", "ok", "insufficient_data"]
+
+
+class ForecastResponse(BaseModel):
+    """`GET /v1/storage/forecast`: soonest to reach 90 % first."""
+
+    as_of: str
+    items: list[ForecastItem]
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "as_of": "2026-11-26T00:00:00Z",
+                    "items": [
+                        {
+                            "cluster": "enhanced-eks-cluster",
+                            "namespace": "search",
+                            "pvc": "data-opensearch-data-3",
+                            "used_bytes": 472410222592.0,
+                            "capacity_bytes": 536870912000.0,
+                            "used_ratio": 0.88,
+                            "growth_bytes_per_day": 1346222227.4,
+                            "days_to_85": 0.0,
+                            "days_to_90": 7.65,
+                            "days_to_full": 46.77,
+                            "eta_90": "2026-12-03T15:30:00Z",
+                            "eta_90_low": "2026-12-02T16:00:00Z",
+                            "eta_90_high": "2026-12-04T16:00:00Z",
+                            "method": "robust_trend",
+                            "status": "warning",
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+
+
+#: The refusals every read-model route can answer with.
+READ_MODEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No, unknown or revoked API key."},
+    503: {"model": ErrorResponse, "description": "The read model is not open in this process."},
+}
+
+#: What an admin-scoped route adds.
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "The key lacks the admin scope."},
+}

@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     max_page_size: int = Field(
         1000, ge=1, le=100_000, description="Largest `limit` of `GET /v1/events`."
     )
+    read_model_path: Path | None = Field(
+        None,
+        description="DuckDB file of the read model (projections); default `analytics.duckdb` "
+        "under home. One process writes it: `opsledger serve` when running, else the CLI.",
+    )
+    projection_interval_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="How often `opsledger serve` catches projections up besides right after "
+        "each ingest.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
     )
@@ -58,6 +70,16 @@ class Settings(BaseSettings):
             if self.max_body_bytes > 256 * 1024 * 1024:
                 raise ValueError("OPSLEDGER_MAX_BODY_BYTES above 256 MiB is refused in production")
         return self
+
+    @property
+    def read_model(self) -> Path:
+        """The read model's DuckDB file."""
+        return (self.read_model_path or self.home / "analytics.duckdb").resolve()
+
+    @property
+    def server_file(self) -> Path:
+        """Where a running server announces that it holds the read model (its URL and pid)."""
+        return self.read_model.with_suffix(".server.json")
 
     @property
     def ledger_url(self) -> str:

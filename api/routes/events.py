@@ -104,6 +104,9 @@ async def post_events(
         return ingest(ledger, decode_body(body, content_type), settings.max_batch_events)
 
     result = await run_in_threadpool(decode_and_append)
+    projector = getattr(request.app.state, "projector", None)
+    if projector is not None and result.accepted:
+        projector.poke()
     return AppendResponse(**result.as_dict())
 
 

@@ -1,0 +1,30 @@
+"""What a projection is: the event types it handles and the DuckDB tables it keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import duckdb
+
+from store.ledger import RecordedEvent
+
+
+class Projection(Protocol):
+    """A pure function of the events it handles, applied in position order."""
+
+    name: str
+    #: Bump when the tables or the logic change: the runner then rebuilds from the start.
+    version: int
+    types: tuple[str, ...]
+    #: Events per transaction; sample batches are large, so they go in fewer at a time.
+    batch_events: int
+
+    def create(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create the tables if they do not exist."""
+
+    def drop(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Drop the tables."""
+
+    def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[RecordedEvent]) -> None:
+        """Fold events into the tables, inside the caller's transaction."""
