@@ -52,10 +52,16 @@ import httpx
 import numpy as np
 import orjson
 
-from store.contract import Event, batch_from_columns, samples_event, validate_events
+from store.contract import (
+    Event,
+    batch_from_columns,
+    event_to_cloudevent,
+    samples_event,
+    validate_events,
+)
 from store.engine import SQLITE_BUSY_TIMEOUT_MS, make_engine
 from store.keys import create_key
-from store.ledger import Ledger
+from store.ledger import EVENT_COLUMNS, Ledger
 from store.migrate import upgrade
 from store.timefmt import format_us, parse_rfc3339_us
 
@@ -77,22 +83,6 @@ TARGET_C_OVER_B = 0.25
 TARGET_SAMPLES_PER_S = 1_000_000
 TARGET_BYTES_PER_SAMPLE = 16.0
 
-EVENT_COLUMNS = (
-    "position",
-    "source",
-    "id",
-    "type",
-    "time",
-    "cluster",
-    "subject",
-    "stream",
-    "stream_version",
-    "recorded_at",
-    "data_format",
-    "data",
-    "digest",
-    "sample_count",
-)
 INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
@@ -128,20 +118,15 @@ def _cloudevent(
     cluster: str | None = None,
     subject: str | None = None,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": source,
-        "type": event_type,
-        "time": format_us(time_us),
-    }
-    if cluster is not None:
-        out["cluster"] = cluster
-    if subject is not None:
-        out["subject"] = subject
-    out["datacontenttype"] = "application/json"
-    out["data"] = data
-    return out
+    return event_to_cloudevent(
+        source=source,
+        event_id=event_id,
+        event_type=event_type,
+        time_us=time_us,
+        cluster=cluster,
+        subject=subject,
+        data=data,
+    )
 
 
 def _node_name(i: int) -> str:

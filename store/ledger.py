@@ -24,7 +24,8 @@ from store.timefmt import format_us
 _CHUNK = 500
 # Below SQLite's 32,766 bound parameters per statement.
 _ID_CHUNK = 10_000
-_EVENT_COLUMNS = (
+#: The events table's columns, in the order appends bind them.
+EVENT_COLUMNS = (
     "position",
     "source",
     "id",
@@ -111,8 +112,8 @@ class Ledger:
         self._series_lock = threading.Lock()
         mark = "?" if self._sqlite else "%s"
         self._insert_sql = (
-            f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
-            f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})"
+            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(EVENT_COLUMNS))})"
         )
 
     @classmethod
@@ -220,7 +221,7 @@ class Ledger:
                 )
             )
         # Straight to the driver's executemany: per-row dict binding costs as much as SQLite's
-        # own insert work (docs/benchmarks.md). The column order is _EVENT_COLUMNS.
+        # own insert work (docs/benchmarks.md). The column order is EVENT_COLUMNS.
         conn.exec_driver_sql(self._insert_sql, rows)
         return AppendResult(
             len(fresh), len(batch) - len(fresh), head + 1, head + len(fresh), positions

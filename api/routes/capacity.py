@@ -27,6 +27,17 @@ def naive_utc(name: str, value: str | None, default: datetime) -> datetime:
         raise bad_query(name, str(exc)) from None
 
 
+def window(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
+    """The [from, to) query window: `to` defaults to now, `from` to 30 days before `to`."""
+    end = naive_utc("to", to, datetime.now(UTC).replace(tzinfo=None))
+    start = naive_utc("from", from_, end - timedelta(days=30))
+    if start >= end:
+        raise bad_query("from", "must be before `to`")
+    if end - start > timedelta(days=800):
+        raise bad_query("from", "the window spans more than 800 days")
+    return start, end
+
+
 @router.get(
     "/trends",
     response_model=TrendsResponse,
@@ -50,12 +61,7 @@ def get_trends(
     Utilisation is usage ÷ allocatable and commitment requests ÷ allocatable, taken per
     timestamp after summing the scope's members; fields that do not apply are null.
     """
-    end = naive_utc("to", to, datetime.now(UTC).replace(tzinfo=None))
-    start = naive_utc("from", from_, end - timedelta(days=30))
-    if start >= end:
-        raise bad_query("from", "must be before `to`")
-    if end - start > timedelta(days=800):
-        raise bad_query("from", "the window spans more than 800 days")
+    start, end = window(from_, to)
     con = projector.model.cursor()
     return {"series": trends(con, metric, scope, step, start, end, cluster)}
 
@@ -76,10 +82,7 @@ def get_sustained(
 ) -> dict[str, Any]:
     """Per cluster, node pool and node: each maximal run of samples above 85 % utilisation
     (usage ÷ allocatable) spanning at least one hour; a gap over 15 minutes ends a run."""
-    end = naive_utc("to", to, datetime.now(UTC).replace(tzinfo=None))
-    start = naive_utc("from", from_, end - timedelta(days=30))
-    if start >= end:
-        raise bad_query("from", "must be before `to`")
+    start, end = window(from_, to)
     return {"runs": sustained(projector.model.cursor(), start, end, cluster)}
 
 
