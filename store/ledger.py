@@ -139,7 +139,10 @@ class Ledger:
                 with conn.begin():
                     result = self._append(conn, batch, expected_versions or {}, new_series)
             except IntegrityError as exc:
-                raise self._map_integrity_error(exc, batch, expected_versions) from exc
+                mapped = self._map_integrity_error(exc, batch, expected_versions)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
         if new_series:
             with self._series_lock:
                 for key, sid in new_series.items():
@@ -296,14 +299,26 @@ class Ledger:
         batch: Sequence[Event],
         expected_versions: Mapping[str, int] | None,
     ) -> Exception:
-        # Only reachable if something bypassed the write lock; the unique keys still hold.
-        text = str(exc.orig).lower()
-        if "stream" in text:
-            stream = next((e.stream for e in batch if e.stream), "?")
-            want = (expected_versions or {}).get(stream)
-            return StreamVersionError(stream, want, -1)
-        first = batch[0]
-        return ConflictError([Conflict(0, first.source, first.id, -1)])
+        """The domain error behind a unique-key violation, judged against what is recorded now.
+
+        Only reachable if a writer bypassed the write lock; the unique keys still hold.
+        """
+        with self.engine.connect() as conn:
+            if "stream" in str(exc.orig).lower():
+                streams = {e.stream for e in batch if e.stream}
+                current = self._stream_versions(conn, set(streams))
+                stream = next(iter(sorted(s for s in streams if s)), "?")
+                want = (expected_versions or {}).get(stream)
+                return StreamVersionError(stream, want, current.get(stream, 0))
+            recorded = self._find(conn, batch)
+        conflicts = [
+            Conflict(i, e.source, e.id, recorded[(e.source, e.id)][0])
+            for i, e in enumerate(batch)
+            if (e.source, e.id) in recorded and recorded[(e.source, e.id)][1] != e.digest
+        ]
+        if conflicts:
+            return ConflictError(conflicts)
+        return exc
 
     # -- reading ---------------------------------------------------------------------------
 
