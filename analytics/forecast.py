@@ -34,22 +34,24 @@ MAX_LOOKBACK_DAYS = 8 * 7.0
 CELL_BIN_DAYS = 1.0 / 48.0
 PROFILE_BIN_DAYS = 1.0 / 144.0
 PROFILE_CYCLES = 3
+# A phase profile whose spread between bins is under SHAPE_F times what noise explains is
+# treated as flat (loosely an F-test).
 SHAPE_F = 1.5
 # A drop is a fall of the median level across DROP_WINDOW samples on either side by more
 # than DROP_SIGMAS times what noise alone would move it.
 DROP_WINDOW = 6
 DROP_SIGMAS = 8.0
-# z of a two-sided 80 % interval (the 10th and 90th percentiles of a normal).
-Z80 = 1.2815515655446004
 # Acceleration is used only when significant at this one-sided level (Student t over the
 # cycles of history), and only with at least ACCEL_MIN_CYCLES cycles.
 ACCEL_P = 0.99
 ACCEL_MIN_CYCLES = 4
-# The 80 % band of the robust method: statistical error inflated for the correlation of
-# the daily rates, plus model error (growth that changes pace, unknown future drops).
-# Tuned on the benchmark's seed-1 trace set, reported on seed 0 (docs/forecast-notes.md).
-INFLATE = 1.5
-MODEL_REL = 0.1
+# The 80 % band of the robust method is statistical (cluster-robust standard errors with
+# Student t quantiles) plus two floors: model error of MODEL_REL of the projected growth,
+# and never narrower than BAND_FLOOR_DAYS either side (the profile's resolution). MODEL_REL
+# was set on the benchmark's seed 1-3 trace sets (mean coverage 0.81); its figures are
+# reported on seed 0 (docs/forecast-notes.md).
+MODEL_REL = 0.005
+BAND_FLOOR_DAYS = 0.5 * PROFILE_BIN_DAYS
 
 
 def _z_quantile(p: float) -> float:
@@ -73,8 +75,8 @@ def _z_quantile(p: float) -> float:
 
 
 def _t_quantile(p: float, dof: float) -> float:
-    """Student t quantile: exact for 1 and 2 degrees of freedom, else the Cornish–Fisher
-    expansion (Abramowitz & Stegun 26.7.5), good to ~1e-3 from 3 degrees of freedom."""
+    """Student t quantile (no scipy): exact up to 2 degrees of freedom, else Cornish–Fisher."""
+    # Abramowitz & Stegun 26.7.5; within ~1e-3 from 3 degrees of freedom on.
     if dof <= 1.0:
         return math.tan(math.pi * (p - 0.5))
     if dof <= 2.0:
@@ -263,23 +265,30 @@ def _last_capacity(c: FloatArray) -> float | None:
     return float(c[ok[-1]]) if ok.size else None
 
 
-def _empty(
-    used: float | None, cap: float | None, method: str, horizon_s: float, why_none: bool = True
-) -> PvcForecast:
-    """A forecast with no trend: current figures only, status insufficient_data."""
+def _no_trend(used: float | None, cap: float | None, method: str) -> PvcForecast:
+    """No forecast possible: the current figures, and the thresholds already passed."""
     ratio = used / cap if used is not None and cap else None
+
+    def passed(threshold: float) -> float | None:
+        """0 days for a threshold already reached, else unknown."""
+        return 0.0 if ratio is not None and ratio >= threshold else None
+
+    # A volume already over 85 % or 90 % needs no trend to be a warning or critical.
+    status: Status = "insufficient_data"
+    if ratio is not None and ratio >= ALERT_RATIO:
+        status = _status(ratio, None, 0.0)
     return PvcForecast(
         used_bytes=used,
         capacity_bytes=cap,
         used_ratio=ratio,
         growth_bytes_per_day=None,
-        days_to_85=None,
-        days_to_90=None,
-        days_to_full=None,
-        days_to_90_low=None,
-        days_to_90_high=None,
+        days_to_85=passed(ALERT_RATIO),
+        days_to_90=passed(EXPAND_RATIO),
+        days_to_full=passed(1.0),
+        days_to_90_low=passed(EXPAND_RATIO),
+        days_to_90_high=passed(EXPAND_RATIO),
         method=method,
-        status="insufficient_data",
+        status=status,
     )
 
 
@@ -299,7 +308,7 @@ def forecast_pvc(
     cap = _last_capacity(c)
     used_now = float(u[-1]) if u.size else None
     if cap is None or used_now is None:
-        return _empty(used_now, cap, name, horizon_s)
+        return _no_trend(used_now, cap, name)
     if method == "predict_linear":
         window = DEFAULT_PREDICT_LINEAR_WINDOW_S if window_s is None else window_s
         return _forecast_predict_linear(t, u, cap, as_of_s, window, horizon_s)
@@ -309,8 +318,9 @@ def forecast_pvc(
 # --- method predict_linear -----------------------------------------------------------------
 
 
-def _ols_slope_se(t: FloatArray, u: FloatArray) -> float:
-    """Textbook OLS standard error of the slope (per second), assuming independent residuals."""
+def _ols_band(t: FloatArray, u: FloatArray) -> float:
+    """Half-width of the textbook 80 % interval of the OLS slope (per second)."""
+    # It assumes independent residuals; real volumes' residuals are not (docs explain).
     if t.size < 3:
         return math.inf
     x = t - t.mean()
@@ -319,7 +329,8 @@ def _ols_slope_se(t: FloatArray, u: FloatArray) -> float:
         return math.inf
     slope = float(x @ (u - u.mean())) / sxx
     resid = u - u.mean() - slope * x
-    return math.sqrt(float(resid @ resid) / (t.size - 2) / sxx)
+    se = math.sqrt(float(resid @ resid) / (t.size - 2) / sxx)
+    return _t_quantile(0.9, t.size - 2) * se
 
 
 def _forecast_predict_linear(
@@ -329,14 +340,16 @@ def _forecast_predict_linear(
     used_now = float(u[-1])
     fit = _predict_linear_fit(t, u, as_of_s, window_s)
     if fit is None or not all(math.isfinite(v) for v in fit):
-        return _empty(used_now, cap, "predict_linear", horizon_s)
+        return _no_trend(used_now, cap, "predict_linear")
     slope, level = fit
     growth = slope * DAY_S
     days = {r: _days_from(used_now, level, growth, r * cap) for r in (0.85, 0.90, 1.0)}
     in_window = (t > as_of_s - window_s) & (t <= as_of_s)
-    half = Z80 * _ols_slope_se(t[in_window], u[in_window]) * DAY_S
+    half = _ols_band(t[in_window], u[in_window]) * DAY_S
     low = _days_from(used_now, level, growth + half, EXPAND_RATIO * cap)
     high = _days_from(used_now, level, growth - half, EXPAND_RATIO * cap)
+    if not math.isfinite(half) and used_now < EXPAND_RATIO * cap:
+        low = high = None
     return PvcForecast(
         used_bytes=used_now,
         capacity_bytes=cap,
@@ -370,15 +383,15 @@ def _days_from(used_now: float, level: float, growth: float, target: float) -> f
 
 @dataclass(frozen=True, slots=True)
 class _Growth:
-    """Trend T(x) = g*x + a*x²/2 in bytes (x in days from as_of), with the covariance of
-    the rate g and the acceleration a (a = 0 unless significant)."""
+    """Trend T(x) = g*x + a*x²/2 (bytes, x days from as_of) and the covariance of (g, a)."""
 
     g: float
     a: float
     var_g: float
     var_a: float
     cov_ga: float
-    dof: float  # of the variances: independent cycles of history minus one
+    dof: float  # of the variances: independent days of history minus one
+    span: float = 0.0  # days of history the acceleration was measured over
 
     def rise(self, tau: FloatArray) -> FloatArray:
         """T(tau): the growth from as_of to tau days later."""
@@ -390,16 +403,17 @@ class _Growth:
         return np.sqrt(np.maximum(var, 0.0))
 
     def fastest(self, tau: FloatArray) -> FloatArray:
-        """The steeper of T and the exponential with today's rate and acceleration.
-
-        Accelerating growth may be compounding (rate proportional to size) rather than
-        quadratic; the two agree on today's rate and acceleration and part later, so the
-        early side of the band reaches to the exponential one.
-        """
+        """The steeper of T and the compounding curve that fits the same history."""
+        # Accelerating growth may compound (rate proportional to size) rather than grow
+        # quadratically. The fitted rate g + a*x changed by a*span over the history; the
+        # exponential rate g*exp(k*x) that changed as much has k = -ln(1 - a*span/g)/span.
+        # Both agree on the past and part later: the band's early edge reaches to it.
         rise = self.rise(tau)
-        if self.a <= 0.0 or self.g <= 0.0:
+        if self.a <= 0.0 or self.g <= 0.0 or self.span <= 0.0:
             return rise
-        k = self.a / self.g
+        # A rate that was near zero a span ago cannot tell how fast it compounds: cap it.
+        drop = min(self.a * self.span / self.g, 0.95)
+        k = -math.log1p(-drop) / self.span
         compounding = self.g / k * np.expm1(np.minimum(k * tau, 50.0))
         return np.maximum(rise, compounding)
 
@@ -429,27 +443,40 @@ def _mad_scale(r: FloatArray) -> float:
     return 1.4826 * float(np.median(np.abs(r - np.median(r)))) if r.size else 0.0
 
 
+def _within(v: FloatArray, groups: npt.NDArray[np.int64] | None, w: FloatArray) -> FloatArray:
+    """v minus its w-weighted mean within each group (fixed effects absorbed), or v."""
+    if groups is None:
+        return v
+    total = np.bincount(groups, weights=w)
+    safe = np.where(total > 0, total, 1.0)
+    if v.ndim == 1:
+        return v - (np.bincount(groups, weights=w * v) / safe)[groups]
+    cols = [np.bincount(groups, weights=w * v[:, i]) / safe for i in range(v.shape[1])]
+    return v - np.column_stack(cols)[groups]
+
+
 def _huber_fit(
     design: FloatArray,
     y: FloatArray,
     clusters: npt.NDArray[np.int64] | None = None,
+    groups: npt.NDArray[np.int64] | None = None,
     c: float = 1.345,
 ) -> tuple[FloatArray, FloatArray, float]:
-    """Huber M-estimate by IRLS: (coefficients, covariance, degrees of freedom).
-
-    With `clusters` the covariance is cluster-robust (sandwich), because residuals within
-    one cycle move together (a day of faster growth, an early compaction) and independent
-    errors would overstate what the history proves."""
+    """Huber M-estimate by IRLS: coefficients, covariance and its degrees of freedom."""
+    # `groups` adds one free level per group, absorbed by weighted demeaning (Frisch–Waugh–
+    # Lovell) instead of dummy columns, so hundreds of phase levels cost nothing. With
+    # `clusters` the covariance is cluster-robust, because residuals within one day move
+    # together (a day of faster growth, an early rotation) and treating them as independent
+    # would overstate what the history proves.
     n, p = design.shape
     w = np.ones(n)
     beta = np.zeros(p)
     scale = 0.0
     for _ in range(25):
         sw = np.sqrt(w)
-        beta = np.asarray(
-            np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)[0], dtype=np.float64
-        )
-        resid = y - design @ beta
+        xd, yd = _within(design, groups, w), _within(y, groups, w)
+        beta = np.asarray(np.linalg.lstsq(xd * sw[:, None], yd * sw, rcond=None)[0], np.float64)
+        resid = yd - xd @ beta
         scale = _mad_scale(resid) or float(np.sqrt(np.mean(resid**2)))
         if scale <= 0.0:
             break
@@ -458,18 +485,53 @@ def _huber_fit(
         if np.allclose(w_new, w):
             break
         w = w_new
-    resid = y - design @ beta
-    bread = np.linalg.pinv(design.T @ (design * w[:, None]))
-    if clusters is not None:
-        labels = np.unique(clusters)
-        if labels.size >= 3:
-            scores = np.zeros((labels.size, p))
-            np.add.at(scores, np.searchsorted(labels, clusters), design * (w * resid)[:, None])
-            meat = scores.T @ scores * labels.size / (labels.size - 1)
-            return beta, bread @ meat @ bread, float(labels.size - 1)
-    dof = max(float(w.sum()) - p, 1.0)
-    sigma2 = max(float(np.sum(w * resid**2)) / dof, scale**2 / max(n, 1))
+    resid = _within(y - design @ beta, groups, w)
+    # M-estimator sandwich: psi(r) = w*r in the scores, psi'(r) (1 inside the Huber
+    # threshold, 0 beyond) in the bread; IRLS weights there would understate the variance.
+    inside = (np.abs(resid) <= c * scale).astype(np.float64) if scale > 0 else np.ones(n)
+    xd = _within(design, groups, inside)
+    bread = np.asarray(np.linalg.pinv(xd.T @ (xd * inside[:, None])), dtype=np.float64)
+    if clusters is not None and np.unique(clusters).size >= 3:
+        cov, dof = _cr2_covariance(xd, w * resid, inside, bread, clusters, groups)
+        return beta, cov, dof
+    absorbed = 0 if groups is None else np.unique(groups).size
+    dof = max(float(inside.sum()) - p - absorbed, 1.0)
+    sigma2 = max(float(np.sum((w * resid) ** 2)) / dof, scale**2 / max(n, 1))
     return beta, sigma2 * bread, dof
+
+
+def _cr2_covariance(
+    xd: FloatArray,
+    psi: FloatArray,
+    inside: FloatArray,
+    bread: FloatArray,
+    clusters: npt.NDArray[np.int64],
+    groups: npt.NDArray[np.int64] | None,
+) -> tuple[FloatArray, float]:
+    """Cluster-robust covariance with the Bell–McCaffrey (CR2) small-sample correction."""
+    # With a handful of days the plain sandwich is biased low: the fit has already absorbed
+    # part of each day's residuals. CR2 scales each cluster's residuals by (I - H_gg)^-1/2,
+    # H_gg being that cluster's block of the hat matrix (absorbed levels included).
+    root = np.sqrt(inside)  # points beyond the Huber threshold have no leverage
+    group_weight = None if groups is None else np.bincount(groups, weights=inside)
+    labels = np.unique(clusters)
+    meat = np.zeros_like(bread)
+    for label in labels:
+        rows = np.flatnonzero(clusters == label)
+        xg = xd[rows] * root[rows, None]
+        h = xg @ bread @ xg.T
+        if groups is not None and group_weight is not None:
+            g = groups[rows]
+            same = (g[:, None] == g[None, :]).astype(np.float64)
+            weight = np.where(group_weight[g] > 0, group_weight[g], 1.0)
+            h += same * np.outer(root[rows], root[rows]) / weight[None, :]
+        vals, vecs = np.linalg.eigh(np.eye(rows.size) - 0.5 * (h + h.T))
+        # Directions fully absorbed by the fit (eigenvalue ~0) carry no information.
+        inv_sqrt = np.where(vals > 1e-8, 1.0 / np.sqrt(np.maximum(vals, 1e-8)), 0.0)
+        adjusted = vecs @ (inv_sqrt * (vecs.T @ psi[rows]))
+        score = xd[rows].T @ adjusted
+        meat += np.outer(score, score)
+    return bread @ meat @ bread, float(labels.size - 1)
 
 
 def _drop_times(x: FloatArray, raw: FloatArray, cap: float) -> FloatArray:
@@ -500,8 +562,7 @@ def _drop_times(x: FloatArray, raw: FloatArray, cap: float) -> FloatArray:
 
 
 def _cycle(drops: FloatArray, span: float) -> float | None:
-    """The period of recurring drops rounded to a whole number of days (1 for sub-daily
-    rotations that divide a day), or None when drops come at irregular times."""
+    """Period (whole days, 1 for sub-daily rotations) of recurring drops; None if irregular."""
     if drops.size < 2:
         return 1.0
     spacing = np.diff(drops)
@@ -517,9 +578,9 @@ def _cycle(drops: FloatArray, span: float) -> float | None:
 
 
 def _cells(
-    x: FloatArray, y: FloatArray, cycle: float
-) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Means over (cycle, phase bin) cells: x, y, phase bin and cycle of each cell."""
+    x: FloatArray, y: FloatArray, cycle: float, extra: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Means of x, y and extra over (cycle, phase bin) cells; each cell's phase bin, cycle."""
     k = np.floor(-x / cycle).astype(np.int64)
     n_bins = max(1, round(cycle / CELL_BIN_DAYS))
     offset = x + k * cycle
@@ -530,42 +591,55 @@ def _cells(
     counts = np.diff(np.concatenate([starts, [x.size]]))
     cx = np.add.reduceat(x, starts) / counts
     cy = np.add.reduceat(y, starts) / counts
-    return cx, cy, j[starts], k[starts]
+    ce = np.add.reduceat(extra, starts, axis=0) / counts[:, None]
+    return cx, cy, ce, j[starts], k[starts]
 
 
-def _growth_by_phase(x: FloatArray, y: FloatArray, cycle: float) -> _Growth | None:
-    """Trend g*x + a*x²/2 fitted with one free level per phase bin: the repeating shape
-    (daily swing, rotation sawtooth) is absorbed by those levels and cannot bias the slope."""
-    cx, cy, cj, ck = _cells(x, y, cycle)
-    phases, col = np.unique(cj, return_inverse=True)
-    if cx.size - phases.size < 4:
+def _steps(x: FloatArray, breaks: FloatArray) -> FloatArray:
+    """One column per level shift: 1 from the break on, 0 before it."""
+    inside = breaks[(breaks > x[0]) & (breaks <= x[-1])]
+    return np.asarray(x[:, None] >= inside[None, :], dtype=np.float64)
+
+
+def _growth_by_phase(
+    x: FloatArray, y: FloatArray, cycle: float, steps: FloatArray
+) -> tuple[_Growth, FloatArray] | None:
+    """Growth with one free level per phase bin, and the fitted size of each level shift."""
+    # The phase levels absorb the repeating shape (daily swing, rotation sawtooth), so it
+    # cannot bias the slope. Level shifts (clean-ups, resizes) are fitted jointly, so their
+    # uncertainty reaches the band.
+    cx, cy, cs, cj, ck = _cells(x, y, cycle, steps)
+    phases = np.unique(cj, return_inverse=True)[1]
+    if cx.size - int(phases.max()) - 1 - cs.shape[1] < 4:
         return None  # too few phases seen twice to measure growth
-    dummies = np.zeros((cx.size, phases.size))
-    dummies[np.arange(cx.size), col] = 1.0
-    design = np.column_stack([dummies, cx, 0.5 * cx * cx])
     # Residuals of one day move together (a day of faster growth, an early rotation): the
     # covariance treats days as the independent units (quarter days in a short history).
     days = np.floor(-cx if cx[-1] - cx[0] >= 3.0 else -4.0 * cx).astype(np.int64)
-    straight, cov1, dof = _huber_fit(design[:, :-1], cy, days)
-    linear = _Growth(float(straight[-1]), 0.0, float(cov1[-1, -1]), 0.0, 0.0, dof)
+    straight, cov1, dof1 = _huber_fit(np.column_stack([cx, cs]), cy, days, phases)
+    linear = _Growth(float(straight[0]), 0.0, float(cov1[0, 0]), 0.0, 0.0, dof1)
+    beta, cov, dof = _huber_fit(np.column_stack([cx, 0.5 * cx * cx, cs]), cy, days, phases)
     if np.unique(ck).size < ACCEL_MIN_CYCLES:
-        return linear
-    beta, cov, dof = _huber_fit(design, cy, days)
-    return _choose_pace(linear, beta[-2:], cov[-2:, -2:], dof)
+        # Too short to act on an acceleration, not to admit one may be there.
+        growth = _Growth(linear.g, 0.0, linear.var_g, float(cov[1, 1]), 0.0, min(dof, dof1))
+        return growth, straight[1:]
+    growth = _choose_pace(linear, beta[:2], cov[:2, :2], dof, float(-cx[0]))
+    return growth, (beta[2:] if growth.a else straight[1:])
 
 
-def _choose_pace(linear: _Growth, beta: FloatArray, cov: FloatArray, dof: float) -> _Growth:
+def _choose_pace(
+    linear: _Growth, beta: FloatArray, cov: FloatArray, dof: float, span: float
+) -> _Growth:
     """Keep the straight trend unless the acceleration (beta = g, a) is significant."""
     g, accel = float(beta[0]), float(beta[1])
     var_a = float(cov[1, 1])
     t_crit = _t_quantile(ACCEL_P, dof) * math.sqrt(var_a)
     if accel > t_crit:
-        return _Growth(g, accel, float(cov[0, 0]), var_a, float(cov[0, 1]), dof)
+        return _Growth(g, accel, float(cov[0, 0]), var_a, float(cov[0, 1]), dof, span)
     if -accel > t_crit:
         # Slowing down: carry on at today's pace rather than extrapolating the slowdown.
-        return _Growth(g, 0.0, float(cov[0, 0]), var_a, 0.0, dof)
-    # A straight trend, but the band keeps the acceleration the history cannot rule out.
-    return _Growth(linear.g, 0.0, linear.var_g, var_a, 0.0, min(dof, linear.dof))
+        return _Growth(g, 0.0, float(cov[0, 0]), 0.0, 0.0, dof)
+    # Long enough to test for a change of pace, and none found: a straight trend.
+    return linear
 
 
 def _growth_from_levels(x: FloatArray, y: FloatArray) -> tuple[_Growth, float]:
@@ -575,13 +649,25 @@ def _growth_from_levels(x: FloatArray, y: FloatArray) -> tuple[_Growth, float]:
     if x.size < 2 * ACCEL_MIN_CYCLES:
         return linear, float(straight[0])
     beta, cov, dof = _huber_fit(np.column_stack([np.ones_like(x), x, 0.5 * x * x]), y)
-    growth = _choose_pace(linear, beta[1:], cov[1:, 1:], dof)
+    growth = _choose_pace(linear, beta[1:], cov[1:, 1:], dof, float(-x[0]))
     return growth, float(beta[0] if growth.a else straight[0])
+
+
+def _group_medians(
+    values: FloatArray, keys: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.int64]]:
+    """Median of values per key, vectorised: (keys, medians, counts)."""
+    order = np.lexsort((values, keys))
+    ks, vs = keys[order], values[order]
+    starts = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))
+    counts = np.diff(np.concatenate([starts, [ks.size]]))
+    medians = 0.5 * (vs[starts + (counts - 1) // 2] + vs[starts + counts // 2])
+    return ks[starts], medians, counts
 
 
 def _profile(x: FloatArray, y: FloatArray, growth: _Growth, cycle: float) -> _Shape:
     """Median detrended level per phase bin over the last cycles, shrunk towards their mean."""
-    k = np.floor(-x / cycle)
+    k = np.floor(-x / cycle).astype(np.int64)
     resid = y - growth.rise(x)
     offset = x + k * cycle  # where this phase last occurred, in (-cycle, 0]
     n_bins = max(1, round(cycle / PROFILE_BIN_DAYS))
@@ -590,9 +676,8 @@ def _profile(x: FloatArray, y: FloatArray, growth: _Growth, cycle: float) -> _Sh
     # Phases lost to gaps in the latest cycles are taken from older ones.
     use = recent | ~np.isin(j, j[recent])
     resid, offset, j, k = resid[use], offset[use], j[use], k[use]
-    bins = np.unique(j)
-    offsets = np.array([float(np.mean(offset[j == b])) for b in bins])
-    levels = np.array([float(np.median(resid[j == b])) for b in bins])
+    bins, levels, counts = _group_medians(resid, j)
+    offsets = np.bincount(j, weights=offset)[bins] / counts
     noise_var = _bin_noise_var(resid, j, k)
     # James–Stein shrinkage: a flat volume's bins differ only by noise, and taking the
     # highest of many noisy bins would forecast the threshold too early.
@@ -604,25 +689,28 @@ def _profile(x: FloatArray, y: FloatArray, growth: _Growth, cycle: float) -> _Sh
     return _Shape(cycle, offsets, levels, math.sqrt(noise_var))
 
 
-def _bin_noise_var(resid: FloatArray, j: npt.NDArray[np.int64], k: FloatArray) -> float:
+def _bin_noise_var(resid: FloatArray, j: npt.NDArray[np.int64], k: npt.NDArray[np.int64]) -> float:
     """Variance of a phase bin's level, from how the same bin differs between cycles."""
-    cells: dict[tuple[int, int], list[float]] = {}
-    for jj, kk, r in zip(j.tolist(), k.tolist(), resid.tolist(), strict=True):
-        cells.setdefault((jj, int(kk)), []).append(r)
-    per_bin: dict[int, list[float]] = {}
-    for (jj, _), vals in cells.items():
-        per_bin.setdefault(jj, []).append(float(np.median(vals)))
-    n = max(len(vs) for vs in per_bin.values())
-    var = [float(np.var(vs, ddof=1)) for vs in per_bin.values() if len(vs) == n and n >= 2]
-    if len(var) >= 8:
-        # Pooled by the median (a bin straddling a drop is an outlier): a sample variance
-        # with n-1 degrees of freedom has median sigma² * (1 - 2/(9(n-1)))³.
-        dof = n - 1
-        sigma2 = float(np.median(var)) / (1.0 - 2.0 / (9.0 * dof)) ** 3
-        return math.pi / 2.0 * sigma2 / n  # the variance of a median of n
+    stride = int(k.max()) + 1
+    cell_keys, cell_medians, cell_counts = _group_medians(resid, j * stride + k)
+    cell_bin = cell_keys // stride
+    n_cycles = np.bincount(cell_bin)
+    n = int(n_cycles.max())
+    if n >= 2:
+        # Two-pass variance per bin across cycles (bytes are large: no sum of squares).
+        mean = np.bincount(cell_bin, weights=cell_medians) / np.maximum(n_cycles, 1)
+        sq = np.bincount(cell_bin, weights=(cell_medians - mean[cell_bin]) ** 2)
+        full = np.flatnonzero(n_cycles == n)
+        if full.size >= 8:
+            # Pooled by the median (a bin straddling a drop is an outlier): a sample
+            # variance with n-1 degrees of freedom has median sigma² (1 - 2/(9(n-1)))³.
+            sigma2 = float(np.median(sq[full] / (n - 1))) / (1.0 - 2.0 / (9.0 * (n - 1))) ** 3
+            return math.pi / 2.0 * sigma2 / n  # the variance of a median of n
     # One cycle only: compare samples within each cell (autocorrelation makes this a floor).
-    devs = [v - float(np.median(vs)) for vs in cells.values() if len(vs) >= 4 for v in vs]
-    return (1.2533 * _mad_scale(np.asarray(devs))) ** 2 / 6.0 if devs else 0.0
+    cell_of = np.searchsorted(cell_keys, j * stride + k)
+    dense = cell_counts[cell_of] >= 4
+    devs = resid[dense] - cell_medians[cell_of][dense]
+    return (1.2533 * _mad_scale(devs)) ** 2 / 6.0 if devs.size else 0.0
 
 
 def _trough_model(x: FloatArray, y: FloatArray, drops: FloatArray) -> tuple[_Growth, _Shape] | None:
@@ -641,33 +729,57 @@ def _trough_model(x: FloatArray, y: FloatArray, drops: FloatArray) -> tuple[_Gro
             top = int(np.argmax(np.where(sel, y, -np.inf)))
             excess.append(float(y[top] - level - growth.rise(x[top : top + 1])[0]))
     peaks = np.asarray(excess)
-    shape = _Shape(0.0, np.zeros(1), np.array([level + float(np.median(peaks))]), _mad_scale(peaks))
-    return growth, shape
+    # When the next drop comes is unknown: the typical peak height, and its spread in the band.
+    top_now = np.array([level + float(np.median(peaks))])
+    return growth, _Shape(0.0, np.zeros(1), top_now, _mad_scale(peaks))
 
 
-def _short_model(x: FloatArray, y: FloatArray) -> tuple[_Growth, _Shape] | None:
-    """Less than a cycle and a quarter of history: a robust line through hourly medians."""
+def _short_model(x: FloatArray, y: FloatArray, breaks: FloatArray) -> tuple[_Growth, _Shape] | None:
+    """Under a cycle and a quarter of history: a robust line through hourly medians."""
     k = np.floor(-x * 24.0).astype(np.int64)
     bins = np.unique(k)
     if bins.size < 3:
         return None
     xs = np.array([float(np.median(x[k == b])) for b in bins])
     ys = np.array([float(np.median(y[k == b])) for b in bins])
+    order = np.argsort(xs)
+    xs, ys = xs[order], ys[order]
+    steps = _steps(xs, breaks)
+    design = np.column_stack([np.ones_like(xs), xs, steps])
     # Hours next to each other share the daily swing: six-hour blocks are the clusters.
     blocks = np.floor(-xs * 4.0).astype(np.int64)
-    beta, cov, dof = _huber_fit(np.column_stack([np.ones_like(xs), xs]), ys, blocks)
+    beta, cov, dof = _huber_fit(design, ys, blocks)
     growth = _Growth(float(beta[1]), 0.0, float(cov[1, 1]), 0.0, 0.0, dof)
-    level = np.array([float(beta[0])])
-    return growth, _Shape(0.0, np.zeros(1), level, math.sqrt(float(cov[0, 0])))
+    # The intercept is the level before the shifts; today's level has them all.
+    level = np.array([float(beta[0] + np.sum(beta[2:]))])
+    level_var = float(np.sum(cov[np.ix_([0, *range(2, beta.size)], [0, *range(2, beta.size)])]))
+    return growth, _Shape(0.0, np.zeros(1), level, math.sqrt(max(level_var, 0.0)))
+
+
+def _capacity_changes(x: FloatArray, c: FloatArray) -> FloatArray:
+    """Times (days) at which the capacity changed: resizes."""
+    ok = np.flatnonzero(np.isfinite(c) & (c > 0))
+    if ok.size < 2:
+        return np.empty(0)
+    changed = np.abs(np.diff(c[ok])) > 1e-3 * c[ok][:-1]
+    return np.asarray(x[ok[1:][changed]], dtype=np.float64)
 
 
 def _fit(
-    x: FloatArray, raw: FloatArray, cap: float, lookback: float | None
+    x: FloatArray, raw: FloatArray, c: FloatArray, cap: float, lookback: float | None
 ) -> tuple[_Growth, _Shape] | None:
     """Pick the model the history supports and fit it (x in days, lookback None = auto)."""
     recent = x > -(lookback or LOOKBACK_DAYS)
     drops = _drop_times(x[recent], raw[recent], cap)
-    cycle = _cycle(drops, float(x[-1] - x[recent][0]))
+    span = float(x[-1] - x[recent][0])
+    cycle = _cycle(drops, span)
+    # An online expansion can move "used" (ext4 adds inode tables): a level shift there.
+    breaks = _capacity_changes(x, c)
+    if drops.size == 1 or (cycle is None and drops.size < 3):
+        # One or two drops that do not recur on a schedule are clean-ups, not a sawtooth. (A
+        # rotation seen only once, in under two cycles of history, is taken for one too: the
+        # growth then includes the rotated logs, which forecasts early, never late.)
+        breaks, drops, cycle = np.concatenate([breaks, drops]), np.empty(0), 1.0
     if lookback is None:
         lookback = max(LOOKBACK_DAYS, LOOKBACK_CYCLES * (cycle or 0.0))
     keep = x > -lookback
@@ -675,11 +787,15 @@ def _fit(
     span = float(x[-1] - x[0])
     y = _running_median(raw)
     if cycle is None:
-        return _trough_model(x, y, drops) or _short_model(x, y)
-    growth = _growth_by_phase(x, y, cycle) if span >= cycle + 0.25 else None
-    if growth is None:
-        return _short_model(x, y)
-    return growth, _profile(x, y, growth, cycle)
+        return _trough_model(x, y, drops) or _short_model(x, y, breaks)
+    steps = _steps(x, breaks)
+    fitted = _growth_by_phase(x, y, cycle, steps) if span >= cycle + 0.25 else None
+    if fitted is None:
+        return _short_model(x, y, breaks)
+    growth, shifts = fitted
+    # Bring the history before each shift to today's level before reading the profile.
+    level_now = y + (1.0 - steps) @ shifts
+    return growth, _profile(x, level_now, growth, cycle)
 
 
 # Grid of days ahead on which the forecast band is evaluated (log-spaced, up to 100 years).
@@ -687,17 +803,14 @@ _TAU = np.concatenate([[0.0], np.geomspace(1e-3, 36500.0, 4000)])
 
 
 def _crossing(growth: _Growth, shape: _Shape, target: float, side: int) -> float | None:
-    """First day any phase of the lifted cycle reaches target; side -1/+1 picks the early /
-    late edge of the 80 % band, 0 the central forecast."""
+    """First day any phase of the lifted cycle reaches target (side -1/+1: the band's edges)."""
     rise = growth.rise(_TAU)
-    z = -side * _t_quantile(0.9, growth.dof)
     if side != 0:
         sd = np.sqrt(
-            (INFLATE * growth.rise_sd(_TAU)) ** 2
-            + shape.level_sd**2
-            + (MODEL_REL * np.abs(rise)) ** 2
+            growth.rise_sd(_TAU) ** 2 + shape.level_sd**2 + (MODEL_REL * np.abs(rise)) ** 2
         )
-        rise = (growth.fastest(_TAU) if z > 0 else rise) + z * sd
+        z = _t_quantile(0.9, growth.dof)
+        rise = growth.fastest(_TAU) + z * sd if side < 0 else rise - z * sd
     reach = np.maximum.accumulate(rise)
     need = target - shape.levels
     k = np.searchsorted(reach, need, side="left")
@@ -713,9 +826,9 @@ def _crossing(growth: _Growth, shape: _Shape, target: float, side: int) -> float
         # A phase last seen at offset o recurs at o + m*cycle for m >= 1.
         offsets = shape.offsets[got]
         m = np.maximum(1.0, np.ceil((tau - offsets) / shape.cycle))
-        # The crossing lies somewhere in the phase bin: the band spans the bin.
-        tau = offsets + m * shape.cycle - np.sign(z) * 0.5 * PROFILE_BIN_DAYS
-    return float(max(0.0, np.min(tau)))
+        tau = offsets + m * shape.cycle
+    # No sample resolves a crossing better than this: the band is never narrower.
+    return float(max(0.0, np.min(tau) + side * BAND_FLOOR_DAYS))
 
 
 def _forecast_robust(
@@ -731,16 +844,17 @@ def _forecast_robust(
     used_now = float(u[-1])
     longest = window_s if window_s is not None else MAX_LOOKBACK_DAYS * DAY_S
     keep = t > as_of_s - longest
-    t, u = t[keep], u[keep]
+    t, u, c = t[keep], u[keep], c[keep]
     if t.size < MIN_SAMPLES or as_of_s - t[0] < MIN_SPAN_S:
-        return _empty(used_now, cap, "robust_trend", horizon_s)
+        return _no_trend(used_now, cap, "robust_trend")
     lookback = None if window_s is None else window_s / DAY_S
-    fit = _fit((t - as_of_s) / DAY_S, u, cap, lookback)
+    fit = _fit((t - as_of_s) / DAY_S, u, c, cap, lookback)
     if fit is None:
-        return _empty(used_now, cap, "robust_trend", horizon_s)
+        return _no_trend(used_now, cap, "robust_trend")
     growth, shape = fit
 
     def days(ratio: float, side: int = 0) -> float | None:
+        """Days to ratio of capacity: 0 if the last sample is there already."""
         if used_now >= ratio * cap:
             return 0.0
         return _crossing(growth, shape, ratio * cap, side)
