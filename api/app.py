@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from analytics.projector import Projector
 from api.routes import capacity, events, health, storage
 from api.routes import projections as projection_routes
+from api.routes import webhooks as webhook_routes
 from api.routes.events import BodyTooLarge
 from ingest.events import BodyError
 from store.contract import ContractError
@@ -164,4 +165,5 @@ def create_app(
     app.include_router(projection_routes.router)
     app.include_router(capacity.router)
     app.include_router(storage.router)
+    app.include_router(webhook_routes.router)
     return app

@@ -6,9 +6,24 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from store.datamodels import Severity
+
+
+def _alertmanager_severities() -> dict[str, Severity]:
+    return {"critical": "P1", "warning": "P2", "info": "P3"}
+
+
+def _pagerduty_priorities() -> dict[str, Severity]:
+    # PagerDuty's default priority scheme is P1..P5; opsledger's least severe level is P3.
+    return {"P1": "P1", "P2": "P2", "P3": "P3", "P4": "P3", "P5": "P3"}
+
+
+def _pagerduty_urgencies() -> dict[str, Severity]:
+    return {"high": "P1", "low": "P3"}
 
 
 class Settings(BaseSettings):
@@ -53,6 +68,42 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
+    )
+    webhook_default_cluster: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$",
+        description="Cluster of incidents opened by a webhook when the payload names none "
+        "(PagerDuty always; Alertmanager without the cluster label).",
+    )
+    webhook_default_severity: Severity = Field(
+        "P3",
+        description="Severity of a webhook incident whose severity label, priority or urgency "
+        "is missing or not in its map.",
+    )
+    alertmanager_severity_map: dict[str, Severity] = Field(
+        default_factory=_alertmanager_severities,
+        description="Alertmanager `severity` label value → incident severity (JSON object; "
+        "keys match case-insensitively).",
+    )
+    alertmanager_cluster_label: str = Field(
+        "cluster",
+        min_length=1,
+        description="Alert label naming the cluster of an Alertmanager incident.",
+    )
+    pagerduty_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the PagerDuty V3 webhook subscription; when set, "
+        "`X-PagerDuty-Signature` must match (401 otherwise).",
+    )
+    pagerduty_priority_map: dict[str, Severity] = Field(
+        default_factory=_pagerduty_priorities,
+        description="PagerDuty priority name → incident severity (JSON object; keys match "
+        "case-insensitively).",
+    )
+    pagerduty_urgency_map: dict[str, Severity] = Field(
+        default_factory=_pagerduty_urgencies,
+        description="PagerDuty urgency → incident severity, for incidents without a mapped "
+        "priority (JSON object).",
     )
 
     @model_validator(mode="after")
