@@ -16,11 +16,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from analytics.projector import Projector
-from api.routes import capacity, events, health, storage
+from api.incident_schemas import Incident as IncidentBody
+from api.routes import capacity, events, health, incidents, sla, storage
 from api.routes import projections as projection_routes
 from api.routes import webhooks as webhook_routes
 from api.routes.events import BodyTooLarge
+from api.routes.incidents import state_body
 from ingest.events import BodyError
+from ingest.incidents import CommandError, IncidentNotFound, InvalidTransition
 from store.contract import ContractError
 from store.errors import ConflictError, StreamVersionError
 from store.ledger import Ledger
@@ -71,6 +74,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StreamVersionError)
     async def stale(_r: Request, exc: StreamVersionError) -> JSONResponse:
         return _error(409, str(exc), current_version=exc.current)
+
+    @app.exception_handler(IncidentNotFound)
+    async def no_incident(_r: Request, exc: IncidentNotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(InvalidTransition)
+    async def transition(_r: Request, exc: InvalidTransition) -> JSONResponse:
+        state = IncidentBody(**state_body(exc.state)).model_dump()
+        return _error(409, f"{exc}; nothing was written", state=state)
+
+    @app.exception_handler(CommandError)
+    async def command(_r: Request, exc: CommandError) -> JSONResponse:
+        return _error(422, str(exc), [{"index": 0, "field": exc.field, "reason": exc.reason}])
 
     @app.exception_handler(BodyError)
     async def body(_r: Request, exc: BodyError) -> JSONResponse:
@@ -165,5 +181,7 @@ def create_app(
     app.include_router(projection_routes.router)
     app.include_router(capacity.router)
     app.include_router(storage.router)
+    app.include_router(incidents.router)
+    app.include_router(sla.router)
     app.include_router(webhook_routes.router)
     return app

@@ -10,16 +10,21 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.cli_common import delegate as _delegate
+from api.cli_common import err, out
+from api.cli_common import fail as _fail
+from api.cli_common import ledger as _ledger
+from api.cli_common import time_option as _time_option
+from api.cli_incidents import incidents_app, sla_app
 from store.contract import KNOWN_TYPES
 from store.engine import display_url
 from store.keys import SCOPES, create_key, list_keys, revoke_key
-from store.ledger import Ledger, RecordedEvent
+from store.ledger import RecordedEvent
 from store.settings import get_settings
-from store.timefmt import TimeFormatError, format_us, parse_rfc3339_us
+from store.timefmt import format_us
 
 app = typer.Typer(
     help="opsledger: event-sourced incident and capacity analytics for Kubernetes.",
@@ -52,18 +57,8 @@ projections_app = typer.Typer(
 )
 app.add_typer(events_app, name="events")
 app.add_typer(projections_app, name="projections")
-
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _ledger() -> Ledger:
-    return Ledger.from_url(get_settings().ledger_url)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(sla_app, name="sla")
 
 
 @db_app.command("upgrade", epilog="Example: `opsledger db upgrade`")
@@ -183,15 +178,6 @@ def import_(
         raise typer.Exit(1)
 
 
-def _time_option(name: str, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_rfc3339_us(value)
-    except TimeFormatError as exc:
-        raise _fail(f"--{name} {exc}", 2) from None
-
-
 def _types(value: list[str] | None) -> list[str] | None:
     types = [t for v in value or [] for t in v.split(",") if t]
     for t in types:
@@ -284,45 +270,6 @@ def events_tail(
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass
-
-
-def _server_file() -> Path:
-    return get_settings().server_file
-
-
-def _delegate(method: str, path: str) -> dict[str, Any]:
-    """Ask the running server, which holds the read model, through its API with a one-off key."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        info = orjson.loads(_server_file().read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        raise _fail(
-            f"{get_settings().read_model} is open in another process and no server "
-            "announced itself; stop that process and retry"
-        ) from None
-    engine = _ledger().engine
-    key, token = create_key(engine, "cli-delegate", "admin")
-    try:
-        req = urllib.request.Request(
-            info["url"] + path, method=method, headers={"Authorization": f"Bearer {token}"}
-        )
-        with urllib.request.urlopen(req, timeout=3600) as resp:
-            body: dict[str, Any] = orjson.loads(resp.read())
-            return body
-    except urllib.error.HTTPError as exc:
-        try:
-            refusal = orjson.loads(exc.read())
-            reasons = "; ".join(e["reason"] for e in refusal.get("errors", []))
-            message = reasons or refusal.get("detail", str(exc))
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-            message = str(exc)
-        raise _fail(message, 2 if exc.code in (400, 422) else 1) from None
-    except urllib.error.URLError as exc:
-        raise _fail(f"the server at {info['url']} did not answer: {exc}") from None
-    finally:
-        revoke_key(engine, key.key_id)
 
 
 def _print_projections(states: list[dict[str, Any]]) -> None:
