@@ -440,3 +440,71 @@ def test_the_demo_month_breaches_response_targets_in_several_severities(tmp_path
     breached = [s["severity"] for s in body["summary"] if s["response_breaches"]]
     assert len(breached) >= 2, body["summary"]
     assert all(b["overrun_seconds"] > 0 for b in body["items"])
+
+
+def test_the_timeline_merges_the_cluster_around_the_incident(sqlite_bed: Bed) -> None:
+    from payloads import cloudevent
+    from test_cluster_events import core_event, node
+
+    bed = sqlite_bed
+    bed.open(
+        incident_id="T-1",
+        severity="P1",
+        cluster="prod-eks-1",
+        namespace="payments",
+        at="2026-10-14T04:00:00Z",
+    )
+    bed.post("/v1/incidents/T-1/acknowledge", {"by": "alice", "at": "2026-10-14T04:20:00Z"})
+    bed.post("/v1/incidents/T-1/resolve", {"at": "2026-10-14T05:00:00Z"})
+    warning = core_event("w-in")  # payments, last seen 04:00
+    elsewhere = core_event(
+        "w-other",
+        data={
+            "metadata": {"name": "x.1", "namespace": "other", "uid": "uid-other"},
+            "involvedObject": {"kind": "Pod", "name": "x", "namespace": "other"},
+        },
+    )
+    too_early = core_event(
+        "w-early",
+        data={
+            "metadata": {"name": "api-1.early", "namespace": "payments", "uid": "uid-early"},
+            "firstTimestamp": "2026-10-14T01:00:00Z",
+            "lastTimestamp": "2026-10-14T01:00:00Z",
+        },
+        time="2026-10-14T01:00:00Z",
+    )
+    down = node("n-down", "node-a", False, "2026-10-14T04:05:00Z")
+    other_cluster = cloudevent(
+        "opsledger.k8s.node.status",
+        {**down["data"], "node": "node-z"},
+        id="n-z",
+        time="2026-10-14T04:05:00Z",
+        cluster="staging",
+    )
+    r = bed.post(
+        "/v1/events",
+        [warning, elsewhere, too_early, down, other_cluster],
+        **{"Content-Type": "application/cloudevents-batch+json"},
+    )
+    assert r.status_code == 200, r.text
+    bed.caught_up()
+
+    r = bed.get("/v1/incidents/T-1/timeline", before="30m", after="30m")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["from"], body["to"]) == ("2026-10-14T03:30:00Z", "2026-10-14T05:30:00Z")
+    got = [(e["t"], e["kind"]) for e in body["entries"]]
+    assert got == [
+        ("2026-10-14T04:00:00Z", "incident"),
+        ("2026-10-14T04:00:00Z", "crash_loop"),  # BackOff restarting a container
+        ("2026-10-14T04:05:00Z", "node_not_ready"),
+        ("2026-10-14T04:20:00Z", "incident"),
+        ("2026-10-14T05:00:00Z", "incident"),
+    ]
+    assert body["entries"][3]["summary"] == "acknowledged by alice"
+
+    md = bed.get("/v1/incidents/T-1/timeline", format="markdown")
+    assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
+    assert md.text.startswith("## Timeline") and "node-a" in md.text and "T-1" in md.text
+    assert bed.get("/v1/incidents/T-1/timeline", before="9d").status_code == 422
+    assert bed.get("/v1/incidents/NONE/timeline").status_code == 404
