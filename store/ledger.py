@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from store import samples as sample_codec
+from store.collectors import save_cursor
 from store.contract import Event, SampleBatch, event_to_cloudevent
 from store.engine import is_sqlite, make_engine
 from store.errors import Conflict, ConflictError, StreamVersionError
@@ -124,20 +125,32 @@ class Ledger:
     # -- writing ---------------------------------------------------------------------------
 
     def append(
-        self, batch: Sequence[Event], expected_versions: Mapping[str, int] | None = None
+        self,
+        batch: Sequence[Event],
+        expected_versions: Mapping[str, int] | None = None,
+        *,
+        cursor: tuple[str, Mapping[str, Any]] | None = None,
     ) -> AppendResult:
         """Append atomically: duplicates are no-ops, any conflict or stale version writes nothing.
 
         `expected_versions` maps a stream to the version its writer last saw (0 for a new stream).
+        `cursor` (collector name, cursor) is stored in the same transaction, so a collector
+        that crashes resumes exactly after what it recorded.
         """
-        if not batch:
+        if not batch and cursor is None:
             return AppendResult(0, 0, None, None, [])
         new_series: dict[tuple[str, str], int] = {}
         with self.engine.connect() as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             try:
                 with conn.begin():
-                    result = self._append(conn, batch, expected_versions or {}, new_series)
+                    result = (
+                        self._append(conn, batch, expected_versions or {}, new_series)
+                        if batch
+                        else AppendResult(0, 0, None, None, [])
+                    )
+                    if cursor is not None:
+                        save_cursor(conn, *cursor)
             except IntegrityError as exc:
                 mapped = self._map_integrity_error(exc, batch, expected_versions)
                 if mapped is exc:

@@ -81,3 +81,21 @@ api_keys = Table(
 
 DATA_JSON = 0
 DATA_SAMPLES_V1 = 1
+
+# One row per collector: its cursor (JSON), written in the transaction of the events it
+# covers, and the health of its last runs.
+collectors = Table(
+    "collectors",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("cursor", Text),
+    Column("cursor_at", BigInteger),
+    Column("last_run_at", BigInteger),
+    Column("last_success_at", BigInteger),
+    Column("last_error", Text),
+    Column("last_error_at", BigInteger),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("runs", BigInteger, nullable=False, server_default="0"),
+    Column("events_appended", BigInteger, nullable=False, server_default="0"),
+    Column("last_run_events", BigInteger, nullable=False, server_default="0"),
+)

@@ -32,7 +32,7 @@ __all__ = [  # collected here, once per backend, through the fixtures below
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = {"events", "series", "api_keys", "alembic_version"}
+TABLES = {"events", "series", "api_keys", "collectors", "alembic_version"}
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Collectors: sources turned into contract events, with a cursor committed alongside."""
