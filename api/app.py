@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from analytics.projector import Projector
 from api.incident_schemas import Incident as IncidentBody
-from api.routes import capacity, events, health, incidents, sla, storage
+from api.routes import capacity, collectors, events, health, incidents, sla, storage
 from api.routes import projections as projection_routes
 from api.routes import webhooks as webhook_routes
 from api.routes.events import BodyTooLarge
 from api.routes.incidents import state_body
+from ingest.collectors.config import load_collectors
+from ingest.collectors.runtime import Collector
+from ingest.collectors.scheduler import CollectorScheduler
 from ingest.events import BodyError
 from ingest.incidents import CommandError, IncidentNotFound, InvalidTransition
-from store.contract import ContractError
+from store.contract import ContractError, reason_of
 from store.errors import ConflictError, StreamVersionError
 from store.ledger import Ledger
 from store.settings import Settings, get_settings
@@ -73,7 +76,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StreamVersionError)
     async def stale(_r: Request, exc: StreamVersionError) -> JSONResponse:
-        return _error(409, str(exc), current_version=exc.current)
+        return _error(409, f"{exc}; nothing was written", current_version=exc.current)
 
     @app.exception_handler(IncidentNotFound)
     async def no_incident(_r: Request, exc: IncidentNotFound) -> JSONResponse:
@@ -86,7 +89,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CommandError)
     async def command(_r: Request, exc: CommandError) -> JSONResponse:
-        return _error(422, str(exc), [{"index": 0, "field": exc.field, "reason": exc.reason}])
+        return _error(422, str(exc), [{"index": None, "field": exc.field, "reason": exc.reason}])
 
     @app.exception_handler(BodyError)
     async def body(_r: Request, exc: BodyError) -> JSONResponse:
@@ -98,8 +101,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            reason = next(str(e.get("ctx", {}).get("error", e["msg"])) for e in exc.errors())
+            return _error(400, f"malformed JSON: {reason}")
         errors = [
-            {"index": None, "field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]}
+            {"index": None, "field": ".".join(str(p) for p in e["loc"]), "reason": reason_of(e)}
             for e in exc.errors()
         ]
         return _error(422, "invalid request", errors)
@@ -133,13 +139,18 @@ def create_app(
     ledger: Ledger | None = None,
     projections: bool = True,
     announce_url: str | None = None,
+    sources: Sequence[Collector] | None = None,
 ) -> FastAPI:
     """Build the application for the given settings (default: from the environment).
 
     With `projections`, startup opens the read model and keeps it caught up; with
     `announce_url`, it also tells the CLI where to reach this server while it holds it.
+    `sources` are the collectors to schedule (default: those of the collectors file).
     """
     settings = settings or get_settings()
+    if sources is None and settings.collectors_file is not None:
+        # Read at build time, so a bad file stops `opsledger serve` before it listens.
+        sources = load_collectors(settings.collectors_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -153,9 +164,18 @@ def create_app(
             if announce_url is not None:
                 _announce(settings.server_file, announce_url)
         app.state.projector = projector
+        scheduler = None
+        if sources:
+            scheduler = CollectorScheduler(
+                app.state.ledger, sources, projector.poke if projector else None
+            )
+            scheduler.start()
+        app.state.collectors = scheduler
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if projector is not None:
                 _withdraw(settings.server_file)
                 projector.stop()
@@ -184,4 +204,5 @@ def create_app(
     app.include_router(incidents.router)
     app.include_router(sla.router)
     app.include_router(webhook_routes.router)
+    app.include_router(collectors.router)
     return app

@@ -13,6 +13,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.cli_collectors import collect, collectors_app
 from api.cli_common import delegate as _delegate
 from api.cli_common import err, out
 from api.cli_common import fail as _fail
@@ -59,6 +60,11 @@ app.add_typer(events_app, name="events")
 app.add_typer(projections_app, name="projections")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(sla_app, name="sla")
+app.add_typer(collectors_app, name="collectors")
+app.command(
+    "collect",
+    epilog="Example: `opsledger collect --once --only prometheus/prod-eks-1`",
+)(collect)
 
 
 @db_app.command("upgrade", epilog="Example: `opsledger db upgrade`")

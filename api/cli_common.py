@@ -14,6 +14,9 @@ from store.ledger import Ledger
 from store.settings import get_settings
 from store.timefmt import TimeFormatError, parse_rfc3339_us
 
+#: Exit codes for the server's refusals: bad input 2, conflict 3, not found 4.
+_EXIT_CODES = {400: 2, 413: 2, 415: 2, 422: 2, 409: 3, 404: 4}
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -72,7 +75,7 @@ def delegate_raw(method: str, path: str) -> bytes:
             message = reasons or refusal.get("detail", str(exc))
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
             message = str(exc)
-        raise fail(message, 2 if exc.code in (400, 422) else 1) from None
+        raise fail(message, _EXIT_CODES.get(exc.code, 1)) from None
     except urllib.error.URLError as exc:
         raise fail(f"the server at {info['url']} did not answer: {exc}") from None
     finally:

@@ -44,6 +44,14 @@ Expect = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
+STATUSES = ("open", "acknowledged", "mitigated", "resolved")
+
+
+def _choice(option: str, value: str | None, choices: Sequence[str]) -> None:
+    if value is not None and value not in choices:
+        raise fail(f"--{option} must be one of {', '.join(choices)}", 2)
+
+
 def _run(command: Callable[[], IncidentState]) -> None:
     """Run a command and print the incident; refusals exit 2 (bad input) or 3 (conflict)."""
     from api.routes.incidents import state_body
@@ -104,6 +112,7 @@ def open_(
     at: At = None,
 ) -> None:
     """Open an incident (`at` back-fills one that started earlier)."""
+    _choice("severity", severity, SEVERITIES)
     _run(
         lambda: commands.open_incident(
             ledger(),
@@ -167,6 +176,9 @@ def update(
     expect_version: Expect = None,
 ) -> None:
     """Change the severity, annotate and/or link the post-mortem, in one atomic append."""
+    _choice("severity", severity, SEVERITIES)
+    if severity is None and note is None and postmortem is None:
+        raise fail("give at least one of --severity, --note, --postmortem", 2)
     _run(
         lambda: commands.update(
             ledger(),
@@ -192,6 +204,8 @@ def read_model(
     try:
         model = ReadModel(get_settings().read_model)
     except ReadModelBusy:
+        # The server catches up on its own schedule; catch up first to read our own writes.
+        delegate_raw("POST", "/v1/projections/catch-up")
         return orjson.loads(delegate_raw("GET", path))
     try:
         Runner(ledger(), model, default_projections()).catch_up(list(names))
@@ -237,6 +251,11 @@ def list_(
 ) -> None:
     """List incidents, newest opening first."""
     from analytics.incident_reads import list_incidents
+
+    _choice("status", status, STATUSES)
+    _choice("severity", severity, SEVERITIES)
+    if limit > get_settings().max_page_size:
+        raise fail(f"--limit must be at most {get_settings().max_page_size}", 2)
 
     def local(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         items, total = list_incidents(
@@ -390,6 +409,28 @@ def _duration(seconds: float | None) -> str:
         return "-"
     minutes = round(seconds / 60)
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+@sla_app.command("show", epilog="Example: `opsledger sla show --at 2026-10-15T00:00:00Z`")
+def sla_show(
+    at: Annotated[str | None, typer.Option(help="In force at (RFC 3339); default now.")] = None,
+) -> None:
+    """Print the SLA policy in force (every default filled in) and since when."""
+    from analytics.incident_reads import policy_in_force
+    from store.datamodels import SlaPolicy
+
+    when = time_option("at", at) or datetime_to_us(datetime.now(UTC))
+
+    def local(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        doc, t, position = policy_in_force(con, when)
+        return {
+            "policy": SlaPolicy.model_validate(doc, strict=False).model_dump(),
+            "effective_from": None if t is None else format_us(t),
+            "position": position,
+        }
+
+    body = read_model("/v1/sla/policy" + _query(at=at), local, ["incidents"])
+    out.print_json(orjson.dumps(body).decode())
 
 
 @sla_app.command("set", epilog="Example: `opsledger sla set policy.yaml`")

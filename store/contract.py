@@ -227,6 +227,11 @@ def validate_events(raws: Sequence[Any]) -> list[Event]:
     return events
 
 
+def reason_of(err: Mapping[str, Any]) -> str:
+    """A pydantic error's message without its "Value error, " prefix."""
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
 def _validate(raw: Any, index: int, problems: list[Problem]) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(Problem(index, "", f"an event must be a JSON object, got {_kind(raw)}"))
@@ -310,7 +315,7 @@ def _validate(raw: Any, index: int, problems: list[Problem]) -> Event | None:
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-            problems.append(Problem(index, "data" + loc, str(err["msg"])))
+            problems.append(Problem(index, "data" + loc, reason_of(err)))
         return None
     canonical = orjson.dumps(_numeric_canonical(data), option=orjson.OPT_SORT_KEYS)
     digest = _digest(event_type, time_us, cluster, subject, (canonical,))

@@ -213,9 +213,10 @@ class BudgetSet(_Strict):
 
 
 def _duration(value: str) -> str:
-    if value == "next_business_day" or _DURATION_RE.match(value):
+    m = _DURATION_RE.match(value)
+    if value == "next_business_day" or (m is not None and int(m.group(1)) > 0):
         return value
-    raise ValueError('must be a duration like "15m", "1h", "2d" or "next_business_day"')
+    raise ValueError('must be a positive duration like "15m", "1h", "2d" or "next_business_day"')
 
 
 Target = Annotated[str, AfterValidator(_duration)]

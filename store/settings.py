@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service."
     )
+    collectors_file: Path | None = Field(
+        None,
+        description="YAML file naming the clusters and sources to collect from "
+        "(docs/collectors.md); `opsledger serve` runs them on their intervals. None: no "
+        "collectors.",
+    )
     webhook_default_cluster: str = Field(
         "default",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$",

@@ -536,14 +536,13 @@ def free_port() -> int:
 
 def announce_file(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where `opsledger serve` announces itself for these settings (as api/cli.py names it)."""
-    from api import cli
     from store.settings import get_settings
 
     monkeypatch.setenv("OPSLEDGER_DATABASE_URL", str(settings.database_url))
     monkeypatch.setenv("OPSLEDGER_READ_MODEL_PATH", str(settings.read_model))
     get_settings.cache_clear()
     try:
-        return cli._server_file()
+        return get_settings().server_file
     finally:
         get_settings.cache_clear()
 

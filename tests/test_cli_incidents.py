@@ -116,3 +116,82 @@ def test_sla_set_and_breaches(home: Path, tmp_path: Path) -> None:
     ledger = Ledger.from_url(f"sqlite:///{home / 'ledger.db'}")
     assert ledger.head() == 2
     ledger.engine.dispose()
+
+
+def test_sla_show_and_local_checks(home: Path, tmp_path: Path) -> None:
+    code, out, err = cli(home, "sla", "show")
+    assert code == 0, err
+    shown = orjson.loads(out)
+    assert shown["effective_from"] is None and shown["policy"]["timezone"] == "UTC"
+    policy = tmp_path / "p.json"
+    policy.write_text('{"timezone": "Europe/London"}', encoding="utf-8")
+    assert cli(home, "sla", "set", str(policy), "--effective-from", "2026-10-01T00:00:00Z")[0] == 0
+    code, out, _ = cli(home, "sla", "show", "--at", "2026-10-02T00:00:00Z")
+    assert orjson.loads(out)["policy"]["timezone"] == "Europe/London"
+    code, out, _ = cli(home, "sla", "show", "--at", "2026-09-30T00:00:00Z")
+    assert orjson.loads(out)["policy"]["timezone"] == "UTC"
+    for args in (
+        ("incidents", "list", "--status", "bogus"),
+        ("incidents", "list", "--severity", "P7"),
+        ("incidents", "list", "--limit", "5000"),
+        ("incidents", "update", "X"),
+        ("incidents", "open", "--title", "t", "--severity", "P9", "--cluster", "c"),
+        ("sla", "breaches", "--severity", "P5"),
+    ):
+        code, _, err = cli(home, *args)
+        assert code == 2, (args, err)
+
+
+def test_reads_through_a_running_server_see_the_cli_own_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import threading
+    import time
+
+    import uvicorn
+    from payloads import OPSLEDGER
+    from test_api_capacity import announce_file, free_port, settings_for
+
+    from api.app import create_app
+
+    settings = settings_for(tmp_path)
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    announce = announce_file(settings, monkeypatch)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEDGER_")}
+    env |= {
+        "OPSLEDGER_HOME": str(tmp_path / "home"),
+        "OPSLEDGER_DATABASE_URL": str(settings.database_url),
+        "OPSLEDGER_READ_MODEL_PATH": str(settings.read_model),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(OPSLEDGER), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        announce.write_text(f'{{"url": "http://127.0.0.1:{port}", "pid": {os.getpid()}}}')
+        opened = run("incidents", "open", "--title", "t", "--severity", "P2", "--cluster", "c",
+                     "--id", "SRV-1")  # fmt: skip
+        assert opened.returncode == 0, opened.stderr
+        shown = run("incidents", "show", "SRV-1", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert orjson.loads(shown.stdout)["status"] == "open"
+        missing = run("incidents", "show", "NOPE-1")
+        assert missing.returncode == 4 and "NOPE-1" in missing.stderr
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        announce.unlink(missing_ok=True)

@@ -508,3 +508,21 @@ def test_the_timeline_merges_the_cluster_around_the_incident(sqlite_bed: Bed) ->
     assert md.text.startswith("## Timeline") and "node-a" in md.text and "T-1" in md.text
     assert bed.get("/v1/incidents/T-1/timeline", before="9d").status_code == 422
     assert bed.get("/v1/incidents/NONE/timeline").status_code == 404
+
+
+def test_malformed_json_is_400_and_zero_targets_are_refused(sqlite_bed: Bed) -> None:
+    r = sqlite_bed.client.post(
+        "/v1/incidents",
+        content=b'{"title": "x", "severity": ',
+        headers={**sqlite_bed.auth(), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["detail"].startswith("malformed JSON")
+    r = sqlite_bed.client.put(
+        "/v1/sla/policy",
+        json={"response": {"P0": "0m"}},
+        headers=sqlite_bed.auth("admin"),
+    )
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["errors"]
+    assert err["field"] == "data.response.P0" and err["reason"].startswith("must be a positive")
+    assert sqlite_bed.ledger.head() == 0

@@ -35,6 +35,9 @@ IncidentIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=128, description="Incident id.")
 ]
 _COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "A body that is not JSON."},
+    401: {"model": ErrorResponse, "description": "No, unknown or revoked API key."},
+    403: {"model": ErrorResponse, "description": "The key lacks the write scope."},
     404: {"model": ErrorResponse, "description": "No such incident."},
     409: {
         "model": ErrorResponse,

@@ -29,6 +29,8 @@ router = APIRouter(prefix="/v1/sla", tags=["sla"])
     responses={
         **ADMIN_RESPONSES,
         400: {"model": ErrorResponse, "description": "Malformed JSON or YAML."},
+        401: {"model": ErrorResponse, "description": "No, unknown or revoked API key."},
+        413: {"model": ErrorResponse, "description": "Body over OPSLEDGER_MAX_BODY_BYTES."},
         415: {"model": ErrorResponse, "description": "Neither JSON nor YAML."},
         422: {"model": ErrorResponse, "description": "A bad field, as `data.<path>`."},
     },

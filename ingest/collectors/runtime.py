@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -12,6 +13,18 @@ from store.contract import Event, validate_events
 from store.ledger import Ledger
 
 log = logging.getLogger("opsledger.collectors")
+
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@]+@")
+_SECRET_PARAMS = re.compile(
+    r"(?i)\b(authorization|token|secret|password|api[_-]?key|signature|credential)(\s*[=:]\s*)"
+    r"(bearer\s+)?[^\s&,;]+"
+)
+
+
+def redact(text: str) -> str:
+    """Text with credentials in URLs and `token=…`-like values masked, safe for logs."""
+    return _SECRET_PARAMS.sub(r"\1\2***", _URL_CREDENTIALS.sub("***@", text))
 
 
 class Sink:
@@ -33,7 +46,10 @@ class Sink:
 
     def emit(self, raws: Sequence[Mapping[str, Any]], cursor: Mapping[str, Any]) -> None:
         """Validate raw CloudEvents, then append them with `cursor` in one transaction."""
-        events: list[Event] = validate_events(list(raws)) if raws else []
+        self.emit_events(validate_events(list(raws)) if raws else [], cursor)
+
+    def emit_events(self, events: Sequence[Event], cursor: Mapping[str, Any]) -> None:
+        """Append events built by the contract's own constructors (e.g. `samples_event`)."""
         result = self.ledger.append(events, cursor=(self.name, cursor))
         self.appended += result.accepted
         self.duplicates += result.duplicates
@@ -68,7 +84,7 @@ def run_once(ledger: Ledger, collector: Collector) -> RunResult:
     try:
         collector.collect(sink)
     except Exception as exc:  # a source failing must not take the scheduler down
-        error = f"{type(exc).__name__}: {exc}"
+        error = redact(f"{type(exc).__name__}: {exc}")
         log.warning("collector %s failed: %s", collector.name, error)
     record_run(ledger.engine, collector.name, appended=sink.appended, error=error)
     return RunResult(collector.name, sink.appended, sink.duplicates, error)
