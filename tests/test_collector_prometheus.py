@@ -729,7 +729,7 @@ def test_a_blank_back_fill_starts_at_now(tmp_path: Path) -> None:
 
 # -- docs --------------------------------------------------------------------------------------
 
-DOC = REPO / "docs" / "collectors-prometheus.md"
+DOC = REPO / "docs" / "collectors.md"
 
 
 def test_the_docs_show_the_default_queries_and_every_field() -> None:

@@ -135,3 +135,49 @@ def test_the_api_reports_collector_health(sqlite_ledger: Ledger, tmp_path: Path)
     assert scheduled["configured"] is True and scheduled["interval_seconds"] == 3600
     assert scheduled["status"] == "failing" and scheduled["failures"] == 1
     assert "ConnectionError" in scheduled["last_error"]
+
+
+def test_the_documented_collectors_file_loads(tmp_path: Path) -> None:
+    import re
+
+    from ingest.collectors.config import load_collectors
+
+    doc = (Path(__file__).parent.parent / "docs" / "collectors.md").read_text(encoding="utf-8")
+    example = re.search(r"## The collectors file.*?```yaml\n(.*?)```", doc, re.S)
+    assert example is not None
+    path = tmp_path / "collectors.yaml"
+    path.write_text(example.group(1), encoding="utf-8")
+    names = [c.name for c in load_collectors(path)]
+    assert names == [
+        "kubernetes/prod-eks-1",
+        "prometheus/prod-eks-1",
+        "aws/guardduty",
+        "aws/securityhub",
+        "aws/budget",
+    ]
+
+
+def test_a_bad_collectors_file_names_each_line_and_field(tmp_path: Path) -> None:
+    from ingest.collectors.config import load_collectors
+    from ingest.collectors.yamlfile import ConfigError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "clusters:\n"
+        "  - name: a\n"
+        "    kubernetes:\n"
+        "      intervall: 1m\n"
+        "  - name: a\n"
+        "    prometheus:\n"
+        "      url: http://p:9090\n"
+        "      step: 1 minute\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_collectors(path)
+    faults = {(f.line, f.field) for f in caught.value.faults}
+    assert (4, "clusters[0].kubernetes.intervall") in faults
+    assert (8, "clusters[1].prometheus.step") in faults
+    path.write_text("clusters: [a, \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_collectors(path)

@@ -3,7 +3,7 @@
 `AwsConfig` is the `aws:` section of the collectors file; `build` turns it into the
 collectors `aws/guardduty`, `aws/securityhub`, `aws/cost` and `aws/budget` (each only when
 its section is present). Credentials come from the standard chain only (IRSA, EKS Pod
-Identity, the environment, a named profile); see docs/collectors-aws.md.
+Identity, the environment, a named profile); see docs/collectors.md, "AWS".
 """
 
 from __future__ import annotations

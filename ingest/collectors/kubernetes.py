@@ -3,7 +3,7 @@
 Each run takes a snapshot (nodes, pods, PVCs, metrics.k8s.io, the kubelets' volume stats) and
 then lists and watches Events for `watch_seconds`, resuming from the resourceVersion in its
 cursor. Ids are stable per source item, so a re-run or a restart finds duplicates, never doubles
-(docs/collectors-kubernetes.md has the rules).
+(docs/collectors.md, "Kubernetes" has the rules).
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def _requests(resource: str, unit: str) -> str:
     )
 
 
-#: metric name → the default PromQL (see docs/collectors-prometheus.md for each choice).
+#: metric name → the default PromQL (see docs/collectors.md, "Prometheus" for each choice).
 DEFAULT_QUERIES: Final[dict[str, str]] = {
     # node-exporter: the whole node's busy CPU (system daemons and kubelet included), the
     # figure `kubectl top nodes` shows; iowait and steal are time the CPU did not work.

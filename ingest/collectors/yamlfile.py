@@ -10,6 +10,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from store.contract import reason_of
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -53,7 +55,7 @@ def load_yaml(path: Path, model: type[M]) -> M:
         return model.model_validate({} if data is None else data)
     except ValidationError as exc:
         faults = [
-            Fault(_line_of(root, err["loc"]), _dotted(err["loc"]), err["msg"])
+            Fault(_line_of(root, err["loc"]), _dotted(err["loc"]), reason_of(err))
             for err in exc.errors(include_url=False)
         ]
         raise ConfigError(path, faults) from None
