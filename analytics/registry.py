@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from analytics.capacity import CapacityProjection
 from analytics.cluster_events import ClusterEventsProjection
+from analytics.cost import CostProjection
 from analytics.incidents import IncidentProjection
 from analytics.projection import Projection
 from analytics.storage import StorageProjection
@@ -16,4 +17,5 @@ def default_projections() -> list[Projection]:
         StorageProjection(),
         IncidentProjection(),
         ClusterEventsProjection(),
+        CostProjection(),
     ]
