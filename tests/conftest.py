@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from pg import PostgresServer, PostgresUnavailable, start_server
 
 from store.ledger import Ledger
 from store.migrate import upgrade
 
 BACKENDS = ("sqlite", "postgresql")
+
+# CI explores the same examples on every run, so a red build is reproducible and never a coin
+# toss; local runs keep exploring new ones (and replay failures from .hypothesis/).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 _sqlite_files = itertools.count(1)
 
 
