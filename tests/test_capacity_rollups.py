@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pytest
 
-from analytics.capacity import CapacityProjection
+from analytics.capacity import CapacityProjection, _avg_p95_max
 from analytics.readmodel import ReadModel
 from analytics.runner import Runner
 from analytics.trends import trends
@@ -587,3 +588,35 @@ def test_commitment_counts_allocatable_of_nodes_without_usage(
     # The cluster's allocatable_avg is left out: the product sums it over the nodes reporting
     # usage too, on purpose, so utilisation is not skewed; commitment has no usage in it.
     assert got["cluster"][1] == 0.25
+
+
+@pytest.mark.parametrize("width", [1, 2, 7, 60, 1440])
+def test_numpy_figures_match_duckdb_aggregates(width: int) -> None:
+    """The projection's numpy avg / quantile_cont(0.95) / max equal DuckDB's, NULLs as NaN.
+
+    Infinities too: a usage over a subnormal allocatable overflows to inf in both.
+    """
+    rng = np.random.default_rng(width)
+    dense = rng.uniform(0, 8, (40, width))
+    dense[1, : max(1, width // 10)] = np.inf
+    holes = dense.copy()
+    holes[rng.random(holes.shape) < 0.3] = np.nan
+    holes[0] = np.nan  # a row with nothing reported
+    holes[2, :] = np.inf
+    con = duckdb.connect()
+    for rows in (dense, holes):
+        figures = _avg_p95_max(rows, np.isnan(rows))
+        for i, row in enumerate(rows):
+            values = row[~np.isnan(row)].tolist()
+            want = con.execute(
+                "SELECT avg(x), quantile_cont(x, 0.95), max(x), count(x) "
+                "FROM (SELECT unnest(?::DOUBLE[]) AS x)",
+                [values],
+            ).fetchone()
+            assert want is not None
+            got = [float(f[i]) for f in figures]
+            assert got[3] == want[3]
+            if not values:
+                assert np.isnan(got[:3]).all() and want[:3] == (None, None, None)
+                continue
+            assert got[:3] == pytest.approx([float(w) for w in want[:3]], rel=1e-12)

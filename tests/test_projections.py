@@ -77,23 +77,34 @@ TABLES: dict[str, tuple[str, ...]] = {
         "requests",
         "allocatable",
     ),
-    # Raw samples (see raw_samples): a batch applied twice would leave the points unchanged
-    # (a series keeps one value per ts) but doubles rows here, so this proves exactly-once.
-    "cap_samples": (
-        "cluster",
-        "nodepool",
-        "node",
-        "namespace",
-        "metric",
-        "ts",
-        "position",
-        "value",
-    ),
+    # The latest value of each series per timestamp, members named by their labels (see
+    # values_sql): what the points and rollups are recomputed from.
+    "cap_node_values": ("cluster", "nodepool", "node", "ts", "cpu_u", "cpu_a", "mem_u", "mem_a"),
+    "cap_ns_values": ("cluster", "namespace", "ts", "cpu_u", "cpu_r", "mem_u", "mem_r", "pods"),
+    # One row per folded-in event: an event applied twice would leave the values unchanged
+    # (a series keeps one value per ts) but doubles its row here, so this proves exactly-once.
+    "cap_batches": ("position", "samples"),
 }
 KEYS: dict[str, tuple[str, ...]] = {
     "cap_rollup": TABLES["cap_rollup"][:8],
     "cap_points": TABLES["cap_points"][:7],
+    "cap_node_values": TABLES["cap_node_values"][:4],
+    "cap_ns_values": TABLES["cap_ns_values"][:3],
+    "cap_batches": ("position",),
 }
+# cap_rollup recomputed from cap_points with DuckDB's own aggregates: the definition (BRIEF.md)
+# as one SQL statement, an oracle for the projection's numpy and SQL rollups.
+ROLLUP_ORACLE = """
+SELECT step, scope, cluster, nodepool, node, namespace, resource,
+    CASE step WHEN '1h' THEN time_bucket(INTERVAL 1 HOUR, ts) ELSE date_trunc('day', ts) END AS t,
+    avg(usage) AS usage_avg, quantile_cont(usage, 0.95) AS usage_p95, max(usage) AS usage_max,
+    avg(requests) AS requests_avg, avg(allocatable) AS allocatable_avg,
+    avg(usage / nullif(allocatable, 0)) AS utilization_avg,
+    quantile_cont(usage / nullif(allocatable, 0), 0.95) AS utilization_p95,
+    avg(requests / nullif(allocatable, 0)) AS commitment_avg, count(*) AS points
+FROM cap_points, (VALUES ('1h'), ('1d')) AS s (step)
+GROUP BY ALL
+"""
 
 
 def us(text: str) -> int:
@@ -128,47 +139,44 @@ def capacity(batch_events: int | None = None) -> CapacityProjection:
     return p
 
 
-def raw_samples_sql(model: ReadModel) -> str:
-    """cap_samples with each series named by its labels (member ids depend on arrival order)."""
-    columns = {
-        r[0]
-        for r in model.cursor()
-        .execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-            ["cap_samples"],
-        )
-        .fetchall()
-    }
-    if "member_id" in columns:
-        return (
-            "SELECT m.cluster, m.nodepool, m.node, m.namespace, s.metric, s.ts, s.position, "
-            "s.value FROM cap_samples s LEFT JOIN cap_members m USING (member_id)"
-        )
-    return "SELECT cluster, nodepool, node, namespace, metric, ts, position, value FROM cap_samples"
+def values_sql(table: str) -> str:
+    """A values table with each member named by its labels (ids depend on arrival order)."""
+    columns = ", ".join(c if c in NAMES else f"v.{c}" for c in TABLES[table])
+    return f"SELECT {columns} FROM {table} v LEFT JOIN cap_members m USING (member_id)"
+
+
+NAMES = ("cluster", "nodepool", "node", "namespace")
 
 
 def table_rows(model: ReadModel, table: str) -> list[tuple[Any, ...]]:
     """Every row of a capacity table, sorted by all its columns (keys first)."""
     cols = ", ".join(TABLES[table])
     order = ", ".join(f"{c} NULLS FIRST" for c in TABLES[table])
-    source = f"({raw_samples_sql(model)})" if table == "cap_samples" else table
+    source = f"({values_sql(table)})" if table.endswith("_values") else table
     return model.cursor().execute(f"SELECT {cols} FROM {source} ORDER BY {order}").fetchall()
 
 
 def assert_invariants(model: ReadModel) -> None:
-    """One rollup per bucket and member, one point per member and ts, every sample named."""
+    """Unique keys, every value of a known member, and rollups that match the points."""
     for table, keys in KEYS.items():
         cols = ", ".join(keys)
+        source = f"({values_sql(table)})" if table.endswith("_values") else table
         dupes = (
             model.cursor()
             .execute(
-                f"SELECT {cols}, count(*) FROM {table} GROUP BY ALL HAVING count(*) > 1 LIMIT 3"
+                f"SELECT {cols}, count(*) FROM {source} GROUP BY ALL HAVING count(*) > 1 LIMIT 3"
             )
             .fetchall()
         )
         assert dupes == [], f"duplicate {table} keys: {dupes}"
-    orphans = f"SELECT count(*) FROM ({raw_samples_sql(model)}) WHERE cluster IS NULL"
-    assert model.cursor().execute(orphans).fetchone() == (0,), "samples of no known series"
+    for table in ("cap_node_values", "cap_ns_values"):
+        orphans = f"SELECT count(*) FROM ({values_sql(table)}) WHERE cluster IS NULL"
+        assert model.cursor().execute(orphans).fetchone() == (0,), "values of no known series"
+    cols = ", ".join(TABLES["cap_rollup"])
+    order = ", ".join(f"{c} NULLS FIRST" for c in TABLES["cap_rollup"])
+    oracle = model.cursor().execute(f"SELECT * FROM ({ROLLUP_ORACLE}) ORDER BY {order}").fetchall()
+    got = model.cursor().execute(f"SELECT {cols} FROM cap_rollup ORDER BY {order}").fetchall()
+    assert_same_rows("cap_rollup vs its oracle", TABLES["cap_rollup"], got, oracle)
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -176,18 +184,25 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         # DuckDB's parallel sum/avg may group the same doubles differently from run to run,
         # so incremental and rebuilt sums can differ in the last bits.
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
-    return a == b
+        both_nan = math.isnan(a) and math.isnan(b)
+        return both_nan or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
+    return bool(a == b)
+
+
+def assert_same_rows(
+    what: str, cols: Sequence[str], got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]
+) -> None:
+    """Two sorted row lists are equal, floats to 1e-9 relative."""
+    assert len(got) == len(want), f"{what}: {len(got)} != {len(want)} rows"
+    for g, w in zip(got, want, strict=True):
+        bad = [(c, x, y) for c, x, y in zip(cols, g, w, strict=True) if not same_value(x, y)]
+        assert not bad, f"{what}: row differs {bad}:\n got  {g}\n want {w}"
 
 
 def assert_same_tables(got: ReadModel, want: ReadModel) -> None:
     """The capacity tables of two read models hold the same rows (floats to 1e-9 relative)."""
     for table, cols in TABLES.items():
-        rows_got, rows_want = table_rows(got, table), table_rows(want, table)
-        assert len(rows_got) == len(rows_want), f"{table}: {len(rows_got)} != {len(rows_want)}"
-        for g, w in zip(rows_got, rows_want, strict=True):
-            bad = [(c, x, y) for c, x, y in zip(cols, g, w, strict=True) if not same_value(x, y)]
-            assert not bad, f"{table} row differs {bad}:\n got  {g}\n want {w}"
+        assert_same_rows(table, cols, table_rows(got, table), table_rows(want, table))
 
 
 def rebuilt(ledger: Ledger) -> ReadModel:
@@ -368,6 +383,7 @@ def test_incremental_catch_up_equals_rebuild(
             assert_invariants(model)
             reference = rebuilt(ledger)
             try:
+                assert_invariants(reference)
                 assert_same_tables(model, reference)
             finally:
                 reference.close()
@@ -443,7 +459,7 @@ def lines_until(proc: subprocess.Popen[str], k: int) -> Iterator[str]:
 
 
 def assert_consistent(model_path: Path, expected: dict[int, int]) -> int:
-    """The raw samples match the checkpoint exactly: no batch half-applied or applied twice."""
+    """The folded-in events match the checkpoint exactly: none half-applied or applied twice."""
     model = ReadModel(model_path)
     try:
         con = model.cursor()
@@ -454,10 +470,9 @@ def assert_consistent(model_path: Path, expected: dict[int, int]) -> int:
         if not rows:  # killed before the first Runner committed its checkpoint row
             return 0
         (position,) = rows[0]
-        count, top = con.execute("SELECT count(*), max(position) FROM cap_samples").fetchone()
-        want = sum(n for p, n in expected.items() if p <= position)
-        assert count == want, f"{count} raw samples, {want} up to checkpoint {position}"
-        assert top is None or top <= position, f"samples of {top} past checkpoint {position}"
+        folded = con.execute("SELECT position, samples FROM cap_batches ORDER BY 1").fetchall()
+        want = [(p, n) for p, n in sorted(expected.items()) if p <= position and n > 0]
+        assert folded == want, f"folded {folded[-3:]}, want {want[-3:]} up to {position}"
         assert_invariants(model)
         return int(position)
     finally:
@@ -589,7 +604,7 @@ def test_other_event_types_advance_the_checkpoint_without_being_applied(
     assert runner.checkpoint("capacity") == ledger.head() == 6
     assert seen[-1] == ("capacity", 6, 6)
     con = model.cursor()
-    for table in ("cap_samples", "cap_points", "cap_rollup"):
+    for table in ("cap_batches", "cap_node_values", "cap_ns_values", "cap_points", "cap_rollup"):
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
     # A capacity event in the middle of others: applied once, checkpoint still reaches head.
@@ -597,7 +612,7 @@ def test_other_event_types_advance_the_checkpoint_without_being_applied(
     ledger.append([other_event(2, 11, "c1"), other_event(1, 12, "c1")])
     assert runner.catch_up() == 1
     assert runner.checkpoint("capacity") == ledger.head() == 10
-    assert con.execute("SELECT count(*), min(position) FROM cap_samples").fetchone() == (3, 8)
+    assert con.execute("SELECT position, samples FROM cap_batches").fetchall() == [(8, 3)]
 
 
 def test_version_bump_resets_and_replays_everything(
@@ -612,7 +627,7 @@ def test_version_bump_resets_and_replays_everything(
     before = table_rows(model, "cap_rollup")
     # Rows the current logic would never write: only a reset removes them.
     con.execute("INSERT INTO cap_rollup (step, scope, cluster) VALUES ('1h', 'bogus', 'c1')")
-    con.execute("DELETE FROM cap_points WHERE scope = 'node'")
+    con.execute("DELETE FROM cap_node_values")
 
     class CapacityNext(CapacityProjection):
         version = CapacityProjection.version + 1
@@ -622,7 +637,7 @@ def test_version_bump_resets_and_replays_everything(
     assert [(s.version, s.position, s.lag) for s in runner.status()] == [
         (CapacityProjection.version + 1, 0, 7)
     ]
-    for table in ("cap_samples", "cap_points", "cap_rollup"):
+    for table in ("cap_batches", "cap_node_values", "cap_points", "cap_rollup"):
         assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
     assert runner.catch_up() == 6
     assert runner.checkpoint("capacity") == 7
@@ -653,7 +668,7 @@ def test_rebuild_replays_from_the_start(ledger: Ledger, model: ReadModel) -> Non
     runner = Runner(ledger, model, [capacity(batch_events=3)])
     runner.catch_up()
     before = {t: table_rows(model, t) for t in TABLES}
-    model.cursor().execute("DELETE FROM cap_points")
+    model.cursor().execute("DELETE FROM cap_scope_points")
     assert runner.rebuild(["capacity"]) == 4
     assert runner.checkpoint("capacity") == 4
     assert {t: table_rows(model, t) for t in TABLES} == before
@@ -689,3 +704,95 @@ def test_second_process_cannot_open_the_read_model(tmp_path: Path) -> None:
         assert model.cursor().execute("SELECT 42").fetchone() == (42,)
     finally:
         model.close()
+
+
+# -- regular scrapes: the fast path of whole days held by one page ----------------------------
+
+
+def regular_events() -> list[Event]:
+    """Hourly events of 5-minute scrapes over 30 h from 20:00, then a late re-sent hour.
+
+    Every event has the same series (one node never reports memory), so a page of them is a
+    dense block; the re-sent hour overlaps stored values and must win by ledger position.
+    """
+    rng = random.Random(3)
+    nodes = [(f"node-{i}", f"pool-{i % 2}") for i in range(4)]
+    start = us("2026-03-01T20:00:00")
+    out: list[Event] = []
+    for hour in range(30):
+        rows: list[tuple[str, dict[str, str], int, float]] = []
+        for k in range(12):
+            t = start + hour * HOUR_US + k * 300_000_000
+            for i, (node, pool) in enumerate(nodes):
+                labels = node_labels(node, pool)
+                rows += [
+                    ("node_cpu_allocatable_cores", labels, t, 4.0),
+                    ("node_cpu_usage_cores", labels, t, rng.uniform(0, 4)),
+                ]
+                if i != 3:
+                    rows += [
+                        ("node_memory_allocatable_bytes", labels, t, 16e9),
+                        ("node_memory_usage_bytes", labels, t, rng.uniform(0, 16e9)),
+                    ]
+        out.append(samples(f"hour-{hour}", "regular", rows))
+    resent = out[5].samples
+    assert resent is not None
+    late = [r for r in resent.to_data()["samples"] if r["labels"]["node"] == "node-1"]
+    rows = [(r["name"], r["labels"], us(r["ts"][:-1]), r["value"] / 2) for r in late]
+    out.append(samples("hour-5-again", "regular", rows))
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 5, 7, 13])
+def test_regular_scrapes_in_any_batches_equal_a_rebuild(
+    migrated_template: Path, tmp_path: Path, batch: int
+) -> None:
+    """Pages of whole days (rolled up from the page's arrays) and pages straddling stored days
+    (rolled up from the table) end where a rebuild ends, and match the SQL oracle."""
+    _, ledger = new_ledger(migrated_template, tmp_path)
+    try:
+        ledger.append(regular_events())
+        model = ReadModel(tmp_path / "read.duckdb")
+        reference = rebuilt(ledger)
+        try:
+            Runner(ledger, model, [capacity(batch_events=batch)]).catch_up()
+            assert_invariants(model)
+            assert_invariants(reference)
+            assert_same_tables(model, reference)
+            halved = model.cursor().execute(
+                "SELECT count(*) FROM cap_node_values v JOIN cap_members m USING (member_id) "
+                "WHERE m.node = 'node-1' AND v.cpu_a = 2.0"
+            )
+            assert halved.fetchone() == (12,), "the re-sent hour must win"
+        finally:
+            reference.close()
+            model.close()
+    finally:
+        ledger.engine.dispose()
+
+
+def test_arrow_page_is_the_data_the_values_hold(ledger: Ledger, model: ReadModel) -> None:
+    """arrow_page (the benchmark's bulk-insert baseline) is the per-sample data folded in:
+    pivoted, latest ledger position first, it is exactly the values tables."""
+    ledger.append(crash_ledger_events(5))
+    projection = capacity()
+    Runner(ledger, model, [projection]).catch_up()
+    con = model.cursor()
+    con.begin()  # arrow_page resolves members inside the caller's transaction
+    table = projection.arrow_page(con, list(ledger.iter_all()))
+    con.rollback()
+    assert table is not None
+    assert table.num_rows == sum(capacity_samples_upto(ledger).values())
+    con.register("page", table)
+    for kind, codes in (("cap_node_values", range(1, 5)), ("cap_ns_values", range(11, 16))):
+        cols = [c for c in TABLES[kind] if c not in NAMES and c != "ts"]
+        pivot = ", ".join(
+            f"arg_max(value, position) FILTER (metric = {code}) AS {c}"
+            for code, c in zip(codes, cols, strict=True)
+        )
+        diff = con.execute(
+            f"SELECT count(*) FROM ((SELECT member_id, ts, {pivot} FROM page "
+            f"WHERE metric IN {tuple(codes)} GROUP BY ALL) "
+            f"EXCEPT ALL (SELECT member_id, ts, {', '.join(cols)} FROM {kind}))"
+        ).fetchone()
+        assert diff == (0,), kind
