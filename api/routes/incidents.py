@@ -105,6 +105,12 @@ def _answer(request: Request, response: Response, st: IncidentState) -> dict[str
     return state_body(st)
 
 
+#: The window of incidents by their opening, shared by the metrics and breach routes.
+OpenedFrom = Annotated[
+    str | None, Query(alias="from", description="Opened at or after; default `to` − 30 days.")
+]
+OpenedTo = Annotated[str | None, Query(description="Opened before; default now.")]
+
 IfMatch = Annotated[
     str | None,
     Header(
@@ -258,10 +264,8 @@ def list_incidents(
 def get_metrics(
     _key: ReadKey,
     projector: ProjectorDep,
-    from_: Annotated[
-        str | None, Query(alias="from", description="Opened at or after; default `to` − 30 days.")
-    ] = None,
-    to: Annotated[str | None, Query(description="Opened before; default now.")] = None,
+    from_: OpenedFrom = None,
+    to: OpenedTo = None,
     group_by: Annotated[
         str | None,
         Query(description="Comma-separated: severity, month, cluster, namespace, service."),

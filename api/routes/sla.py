@@ -14,6 +14,7 @@ from api.deps import AdminKey, LedgerDep, ProjectorDep, ReadKey, SettingsDep
 from api.incident_schemas import BreachesResponse, PolicyResponse
 from api.routes.capacity import naive_utc, window
 from api.routes.events import read_limited
+from api.routes.incidents import OpenedFrom, OpenedTo
 from api.schemas import ADMIN_RESPONSES, READ_MODEL_RESPONSES, ErrorResponse
 from ingest.sla import parse_policy, set_policy
 from store.datamodels import SlaPolicy
@@ -94,10 +95,8 @@ def get_policy(
 def get_breaches(
     _key: ReadKey,
     projector: ProjectorDep,
-    from_: Annotated[
-        str | None, Query(alias="from", description="Opened at or after; default `to` − 30 days.")
-    ] = None,
-    to: Annotated[str | None, Query(description="Opened before; default now.")] = None,
+    from_: OpenedFrom = None,
+    to: OpenedTo = None,
     severity: Annotated[
         Literal["P0", "P1", "P2", "P3"] | None,
         Query(description="Only incidents whose most severe level was this."),
