@@ -19,6 +19,7 @@ from api.cli_common import err, out
 from api.cli_common import fail as _fail
 from api.cli_common import ledger as _ledger
 from api.cli_common import time_option as _time_option
+from api.cli_digest import digest
 from api.cli_incidents import incidents_app, sla_app
 from store.contract import KNOWN_TYPES
 from store.engine import display_url
@@ -65,6 +66,7 @@ app.command(
     "collect",
     epilog="Example: `opsledger collect --once --only prometheus/prod-eks-1`",
 )(collect)
+app.command("digest", epilog="Example: `opsledger digest --since 24h --format markdown`")(digest)
 
 
 @db_app.command("upgrade", epilog="Example: `opsledger db upgrade`")

@@ -111,6 +111,29 @@ class Settings(BaseSettings):
         description="PagerDuty urgency → incident severity, for incidents without a mapped "
         "priority (JSON object).",
     )
+    metrics_public: bool = Field(
+        False,
+        description="Serve `GET /metrics` without an API key (default: a read key is needed).",
+    )
+    metrics_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long `GET /metrics` reuses the read-model figures it computed.",
+    )
+    metrics_forecast_cache_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="How long `GET /metrics` reuses its PVC forecasts (a forecast per PVC).",
+    )
+    digest_status_max_age_hours: float = Field(
+        72.0,
+        gt=0,
+        le=8784,
+        description="The digest leaves out NotReady nodes, unhealthy pods and full PVCs whose "
+        "latest status or sample is older than this (the collectors record no deletions).",
+    )
 
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Settings:

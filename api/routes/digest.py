@@ -1,0 +1,82 @@
+"""`/v1/digest`: the daily health check from the read model."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+import duckdb
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+
+from analytics.digest import digest, render_markdown
+from analytics.readmodel import ReadModel
+from api.deps import ProjectorDep, ReadKey, SettingsDep
+from api.routes.events import bad_query
+from api.schemas import READ_MODEL_RESPONSES, ErrorResponse
+
+router = APIRouter(prefix="/v1/digest", tags=["digest"])
+_SINCE = re.compile(r"^(\d{1,6})(m|h|d|w)$")
+_UNITS: Final = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+SINCE_MIN: Final = timedelta(minutes=5)
+SINCE_MAX: Final = timedelta(days=31)
+#: The read model's projections the digest reads (the CLI catches these up first).
+PROJECTIONS: Final = ("incidents", "cluster_events", "capacity", "storage")
+
+
+def parse_since(value: str) -> timedelta:
+    """A look-back like 90m, 24h, 7d or 2w, between 5 minutes and 31 days (ValueError else)."""
+    m = _SINCE.match(value)
+    if m is None:
+        raise ValueError("must be a duration like 90m, 24h, 7d or 2w")
+    span = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    if not SINCE_MIN <= span <= SINCE_MAX:
+        raise ValueError("must be between 5m and 31d")
+    return span
+
+
+def build(con: duckdb.DuckDBPyConnection, since: timedelta, max_age_hours: float) -> dict[str, Any]:
+    """The digest as of now."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return digest(con, now, since, timedelta(hours=max_age_hours))
+
+
+def _build(model: ReadModel, since: timedelta, max_age_hours: float) -> dict[str, Any]:
+    # On this worker thread's own cursor: a cursor serves one thread at a time.
+    return build(model.cursor(), since, max_age_hours)
+
+
+@router.get(
+    "",
+    summary="The morning health check: nodes, pods, PVCs, findings, incidents, hot spots",
+    responses={
+        **READ_MODEL_RESPONSES,
+        200: {"content": {"text/markdown": {}}},
+        422: {"model": ErrorResponse, "description": "A bad `since` or `format`."},
+    },
+)
+async def get_digest(
+    _key: ReadKey,
+    projector: ProjectorDep,
+    settings: SettingsDep,
+    since: Annotated[
+        str, Query(description="What counts as new: a duration like 24h, 90m, 7d (5m–31d).")
+    ] = "24h",
+    format: Annotated[Literal["json", "markdown"], Query()] = "json",
+) -> Any:
+    """NotReady nodes and unhealthy pods now, the top 20 pods by restarts in the window, PVCs
+    over 85 % now, CRITICAL / HIGH findings first seen in the window, open incidents and open
+    SLA breaches, and CPU / memory runs above 85 % lasting an hour within the window; each
+    section with a one-line summary and `ok` / `attention`, and an overall status."""
+    try:
+        span = parse_since(since)
+    except ValueError as exc:
+        raise bad_query("since", str(exc)) from None
+    body = await run_in_threadpool(
+        _build, projector.model, span, settings.digest_status_max_age_hours
+    )
+    if format == "markdown":
+        return PlainTextResponse(render_markdown(body), media_type="text/markdown; charset=utf-8")
+    return body
