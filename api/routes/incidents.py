@@ -333,7 +333,10 @@ async def get_timeline(
     OOMKilled, findings and sustained > 85 % runs, from the incident's cluster (and namespace
     when set), from `before` ahead of the opening to `after` past the resolution."""
     lo, hi = _span("before", before), _span("after", after)
-    body = await run_in_threadpool(build_timeline, projector.model.cursor(), incident_id, lo, hi)
+    # The cursor is per thread: take it on the worker thread that uses it, never on the loop's.
+    body = await run_in_threadpool(
+        lambda: build_timeline(projector.model.cursor(), incident_id, lo, hi)
+    )
     if format == "markdown":
         return PlainTextResponse(
             timeline.render_markdown(body["incident"], body["entries"]),

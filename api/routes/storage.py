@@ -65,15 +65,17 @@ async def get_forecast(
     span = _duration("window", window, None)
     ahead = _duration("horizon", horizon, timedelta(days=30))
     assert ahead is not None
+    # The cursor is per thread: take it on the worker thread that uses it, never on the loop's.
     items = await run_in_threadpool(
-        forecasts,
-        projector.model.cursor(),
-        when,
-        cluster=cluster,
-        namespace=namespace,
-        pvc=pvc,
-        method=method,
-        window=span,
-        horizon=ahead,
+        lambda: forecasts(
+            projector.model.cursor(),
+            when,
+            cluster=cluster,
+            namespace=namespace,
+            pvc=pvc,
+            method=method,
+            window=span,
+            horizon=ahead,
+        )
     )
     return {"as_of": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "items": items}
