@@ -20,6 +20,7 @@ from api.incident_schemas import Incident as IncidentBody
 from api.metrics import install as install_metrics
 from api.routes import capacity, collectors, events, health, incidents, sla, storage
 from api.routes import digest as digest_routes
+from api.routes import exports as export_routes
 from api.routes import metrics as metrics_routes
 from api.routes import projections as projection_routes
 from api.routes import webhooks as webhook_routes
@@ -208,6 +209,7 @@ def create_app(
     app.include_router(sla.router)
     app.include_router(webhook_routes.router)
     app.include_router(collectors.router)
+    app.include_router(export_routes.router)
     app.include_router(digest_routes.router)
     app.include_router(metrics_routes.router)
     install_metrics(app, settings)

@@ -20,6 +20,7 @@ from api.cli_common import fail as _fail
 from api.cli_common import ledger as _ledger
 from api.cli_common import time_option as _time_option
 from api.cli_digest import digest
+from api.cli_export import export
 from api.cli_incidents import incidents_app, sla_app
 from store.contract import KNOWN_TYPES
 from store.engine import display_url
@@ -66,6 +67,11 @@ app.command(
     "collect",
     epilog="Example: `opsledger collect --once --only prometheus/prod-eks-1`",
 )(collect)
+app.command(
+    "export",
+    epilog="Examples: `opsledger export incidents --format csv --out incidents.csv`, "
+    "`opsledger export capacity_daily --partition month --out s3://bucket/opsledger`",
+)(export)
 app.command("digest", epilog="Example: `opsledger digest --since 24h --format markdown`")(digest)
 
 

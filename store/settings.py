@@ -111,6 +111,22 @@ class Settings(BaseSettings):
         description="PagerDuty urgency → incident severity, for incidents without a mapped "
         "priority (JSON object).",
     )
+    export_max_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest body `GET /v1/export/...` sends to read- and write-scoped keys "
+        "(413 up front when the estimate passes it; the stream is cut if the real size does).",
+    )
+    export_s3_region: str | None = Field(
+        None,
+        description="AWS region of `opsledger export --out s3://...`; default boto3's own "
+        "(AWS_REGION, AWS_DEFAULT_REGION, the profile).",
+    )
+    export_s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint of `opsledger export --out s3://...` (S3-compatible stores, "
+        "tests); default AWS's for the region.",
+    )
     metrics_public: bool = Field(
         False,
         description="Serve `GET /metrics` without an API key (default: a read key is needed).",

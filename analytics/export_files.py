@@ -1,0 +1,248 @@
+"""Export encodings (Parquet, CSV, JSON Lines, Arrow IPC) batch by batch, Hive partitions, S3."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from analytics.datasets import Dataset
+
+Format = Literal["parquet", "csv", "jsonl", "arrow"]
+FORMATS: Final[tuple[str, ...]] = get_args(Format)
+CONTENT_TYPES: Final[dict[str, str]] = {
+    "parquet": "application/vnd.apache.parquet",
+    "csv": "text/csv; charset=utf-8; header=present",
+    "jsonl": "application/x-ndjson",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+#: Instants in CSV and JSON Lines: RFC 3339, UTC, always six fraction digits (one fixed
+#: format, so pandas, Spark and BI tools parse a whole column with one pattern).
+TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the microseconds
+#: The partition Hive tools use for a null key.
+NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
+PART_FILE: Final = "part-0.parquet"
+# Snappy: what every Parquet reader the docs name (Athena, Glue, Power BI, Tableau) reads.
+_PARQUET_OPTIONS: Final[dict[str, Any]] = {"compression": "snappy"}
+
+
+class _Sink:
+    """A write-only file the encoders write into; drained after every batch."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._pos = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._pos += len(chunk)
+        return len(chunk)
+
+    def flush(self) -> None:
+        """Nothing is buffered here."""
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self.closed = True
+
+    def drain(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+def text_view(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch as CSV and JSON Lines print it: instants and dates as text."""
+    arrays, fields = [], []
+    for f, arr in zip(batch.schema, batch.columns, strict=True):
+        if pa.types.is_timestamp(f.type):
+            arr = pc.strftime(arr, TIME_FORMAT)
+        elif pa.types.is_date(f.type):
+            arr = arr.cast(pa.string())
+        arrays.append(arr)
+        fields.append(pa.field(f.name, arr.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+class Encoder:
+    """One export body in one format: `write` per batch, then `finish`; each returns bytes."""
+
+    def __init__(self, fmt: Format, schema: pa.Schema) -> None:
+        self.format = fmt
+        self.schema = schema
+        self.rows = 0
+        self._sink = _Sink()
+        self._writer: Any = None
+        if fmt == "parquet":
+            self._writer = pq.ParquetWriter(self._sink, schema, **_PARQUET_OPTIONS)
+        elif fmt == "arrow":
+            self._writer = pa.ipc.new_stream(self._sink, schema)
+        elif fmt == "csv":
+            empty = pa.RecordBatch.from_pylist([], schema=schema)
+            self._writer = pacsv.CSVWriter(self._sink, text_view(empty).schema)
+        elif fmt != "jsonl":
+            raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+
+    def write(self, batch: pa.RecordBatch) -> bytes:
+        """Encode one batch (of the encoder's schema); the bytes to send after the last ones."""
+        self.rows += batch.num_rows
+        if self.format == "jsonl":
+            return b"".join(
+                orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+                for row in text_view(batch).to_pylist()
+            )
+        if self.format == "csv":
+            self._writer.write_batch(text_view(batch))
+        else:
+            self._writer.write_batch(batch)
+        return self._sink.drain()
+
+    def finish(self) -> bytes:
+        """Close the encoding (Parquet footer, Arrow end-of-stream); the last bytes."""
+        if self._writer is not None:
+            self._writer.close()
+        return self._sink.drain()
+
+
+def encode(batches: Iterable[pa.RecordBatch], fmt: Format, schema: pa.Schema) -> Iterator[bytes]:
+    """The whole body, chunk by chunk."""
+    enc = Encoder(fmt, schema)
+    for batch in batches:
+        chunk = enc.write(batch)
+        if chunk:
+            yield chunk
+    yield enc.finish()
+
+
+def write_file(path: Path, batches: Iterable[pa.RecordBatch], fmt: Format, ds: Dataset) -> int:
+    """Write one file atomically (a temporary beside it, then renamed); returns the rows."""
+    tmp = path.with_name(f".{path.name}.part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    enc = Encoder(fmt, ds.schema)
+    try:
+        with tmp.open("wb") as f:
+            for batch in batches:
+                f.write(enc.write(batch))
+            f.write(enc.finish())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return enc.rows
+
+
+# -- Hive partitions -------------------------------------------------------------------------
+
+
+def partition_key(ds: Dataset, month: str) -> str:
+    """The relative key of one month's file: `dataset=<name>/month=YYYY-MM/part-0.parquet`."""
+    return f"dataset={ds.name}/month={month}/{PART_FILE}"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """A written month: its relative key, local file and rows."""
+
+    month: str
+    key: str
+    path: Path
+    rows: int
+
+
+class MonthPartitions:
+    """Splits batches by the UTC month of the dataset's time column into Parquet files."""
+
+    def __init__(self, root: Path, ds: Dataset) -> None:
+        self.root = root
+        self.ds = ds
+        self._writers: dict[str, tuple[pq.ParquetWriter, Path]] = {}
+        self._rows: dict[str, int] = {}
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append a batch's rows to their months' files."""
+        col = batch.column(self.ds.time_column)
+        months = pc.fill_null(pc.strftime(col, "%Y-%m"), NULL_PARTITION)
+        for month in pc.unique(months).to_pylist():
+            part = batch.filter(pc.equal(months, month))
+            self._writer(str(month)).write_batch(part)
+            self._rows[month] = self._rows.get(month, 0) + part.num_rows
+
+    def _writer(self, month: str) -> pq.ParquetWriter:
+        if month not in self._writers:
+            path = self.root / partition_key(self.ds, month)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writers[month] = (
+                pq.ParquetWriter(path, self.ds.schema, **_PARQUET_OPTIONS),
+                path,
+            )
+        return self._writers[month][0]
+
+    def close(self) -> list[Partition]:
+        """Finish every file; the months written, in order."""
+        out = []
+        for month in sorted(self._writers):
+            writer, path = self._writers[month]
+            writer.close()
+            out.append(Partition(month, partition_key(self.ds, month), path, self._rows[month]))
+        self._writers.clear()
+        return out
+
+
+def write_partitions(
+    staging: Path, batches: Iterable[pa.RecordBatch], ds: Dataset
+) -> list[Partition]:
+    """Write the months' files under `staging` (a fresh directory)."""
+    parts = MonthPartitions(staging, ds)
+    try:
+        for batch in batches:
+            parts.write(batch)
+    finally:
+        written = parts.close()
+    return written
+
+
+def publish_local(root: Path, written: list[Partition]) -> list[Path]:
+    """Move staged month files into `root`, each replacing the month it rewrites."""
+    out = []
+    for p in written:
+        target = root / p.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(p.path), str(target))
+        out.append(target)
+    return out
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` as (bucket, prefix without slashes at either end)."""
+    if not url.startswith("s3://"):
+        raise ValueError("must be s3://bucket/prefix")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError("names no bucket: use s3://bucket/prefix")
+    return bucket, prefix.strip("/")
+
+
+def publish_s3(client: Any, url: str, written: list[Partition], progress: Any = None) -> list[str]:
+    """Upload staged month files under `s3://bucket/prefix` (multipart when large)."""
+    bucket, prefix = split_s3_url(url)
+    out = []
+    for p in written:
+        key = f"{prefix}/{p.key}" if prefix else p.key
+        client.upload_file(
+            str(p.path), bucket, key, ExtraArgs={"ContentType": CONTENT_TYPES["parquet"]}
+        )
+        out.append(f"s3://{bucket}/{key}")
+        if progress is not None:
+            progress(out[-1], p.rows)
+    return out
