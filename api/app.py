@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from analytics.projector import Projector
+from analytics.query_service import QueryService
 from api.incident_schemas import Incident as IncidentBody
 from api.metrics import install as install_metrics
 from api.routes import capacity, collectors, events, health, incidents, sla, storage
@@ -23,6 +24,7 @@ from api.routes import digest as digest_routes
 from api.routes import exports as export_routes
 from api.routes import metrics as metrics_routes
 from api.routes import projections as projection_routes
+from api.routes import query as query_routes
 from api.routes import webhooks as webhook_routes
 from api.routes.events import BodyTooLarge
 from api.routes.incidents import state_body
@@ -42,7 +44,8 @@ DESCRIPTION = """\
 Event-sourced incident and capacity analytics for Kubernetes.
 
 Every `/v1` route needs `Authorization: Bearer <token>` with a key from
-`opsledger keys create`; scopes nest: admin ⊇ write ⊇ read. Errors are
+`opsledger keys create`; scopes nest: admin ⊇ write ⊇ read, and `query` (read plus
+`POST /v1/query`) is granted only explicitly. Errors are
 `{"detail": "...", "errors": [{"index", "field", "reason"}]}`.
 """
 
@@ -168,6 +171,10 @@ def create_app(
             if announce_url is not None:
                 _announce(settings.server_file, announce_url)
         app.state.projector = projector
+        # Read-only SQL runs in worker processes on snapshots of the read model.
+        app.state.query_service = (
+            QueryService(projector.model, settings) if projector is not None else None
+        )
         scheduler = None
         if sources:
             scheduler = CollectorScheduler(
@@ -180,6 +187,8 @@ def create_app(
         finally:
             if scheduler is not None:
                 scheduler.stop()
+            if app.state.query_service is not None:
+                app.state.query_service.close()
             if projector is not None:
                 _withdraw(settings.server_file)
                 projector.stop()
@@ -209,6 +218,7 @@ def create_app(
     app.include_router(sla.router)
     app.include_router(webhook_routes.router)
     app.include_router(collectors.router)
+    app.include_router(query_routes.router)
     app.include_router(export_routes.router)
     app.include_router(digest_routes.router)
     app.include_router(metrics_routes.router)

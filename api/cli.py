@@ -22,6 +22,7 @@ from api.cli_common import time_option as _time_option
 from api.cli_digest import digest
 from api.cli_export import export
 from api.cli_incidents import incidents_app, sla_app
+from api.cli_query import query
 from store.contract import KNOWN_TYPES
 from store.engine import display_url
 from store.keys import SCOPES, create_key, list_keys, revoke_key
@@ -68,6 +69,11 @@ app.command(
     epilog="Example: `opsledger collect --once --only prometheus/prod-eks-1`",
 )(collect)
 app.command(
+    "query",
+    epilog='Example: `opsledger query "SELECT severity, count(*) FROM incidents GROUP BY ALL" '
+    "--format csv`",
+)(query)
+app.command(
     "export",
     epilog="Examples: `opsledger export incidents --format csv --out incidents.csv`, "
     "`opsledger export capacity_daily --partition month --out s3://bucket/opsledger`",
@@ -91,7 +97,9 @@ def db_upgrade(
 @keys_app.command("create", epilog="Example: `opsledger keys create --name grafana --scope read`")
 def keys_create(
     name: Annotated[str, typer.Option(help="A label for the key, e.g. who uses it.")],
-    scope: Annotated[str, typer.Option(help="read, write or admin (admin ⊇ write ⊇ read).")],
+    scope: Annotated[
+        str, typer.Option(help="read, write, admin (admin ⊇ write ⊇ read) or query (read + SQL).")
+    ],
     replace: Annotated[
         bool, typer.Option(help="Revoke active keys with the same name first.")
     ] = False,

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from store.keys import create_key, revoke_key
+from store.keys import Scope, create_key, revoke_key
 from store.ledger import Ledger
 from store.settings import get_settings
 from store.timefmt import TimeFormatError, parse_rfc3339_us
@@ -47,8 +47,13 @@ def server_file() -> Path:
     return get_settings().server_file
 
 
-def delegate_raw(method: str, path: str) -> bytes:
-    """Ask the running server, which holds the read model, through its API with a one-off key."""
+def delegate_raw(
+    method: str, path: str, payload: bytes | None = None, scope: Scope = "admin"
+) -> bytes:
+    """Ask the running server, which holds the read model, through its API with a one-off key.
+
+    `payload` is sent as JSON; the key has `scope` (admin covers every route but `POST /v1/query`).
+    """
     import urllib.error
     import urllib.request
 
@@ -60,11 +65,13 @@ def delegate_raw(method: str, path: str) -> bytes:
             "announced itself; stop that process and retry"
         ) from None
     engine = ledger().engine
-    key, token = create_key(engine, "cli-delegate", "admin")
+    key, token = create_key(engine, "cli-delegate", scope)
+    headers = {"Authorization": f"Bearer {token}"}
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        req = urllib.request.Request(
-            info["url"] + path, method=method, headers={"Authorization": f"Bearer {token}"}
-        )
+        url = info["url"] + path
+        req = urllib.request.Request(url, data=payload, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=3600) as resp:
             body: bytes = resp.read()
             return body

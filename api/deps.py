@@ -79,3 +79,4 @@ def require(scope: Scope) -> Callable[..., object]:
 ReadKey = Annotated[ApiKey, Depends(require("read"))]
 WriteKey = Annotated[ApiKey, Depends(require("write"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
+QueryKey = Annotated[ApiKey, Depends(require("query"))]

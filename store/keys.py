@@ -12,9 +12,16 @@ from sqlalchemy import Engine, select, update
 
 from store.schema import api_keys
 
-Scope = Literal["read", "write", "admin"]
-SCOPES: Final[tuple[Scope, ...]] = ("read", "write", "admin")
-_RANK: Final = {"read": 1, "write": 2, "admin": 3}
+Scope = Literal["read", "write", "admin", "query"]
+SCOPES: Final[tuple[Scope, ...]] = ("read", "write", "admin", "query")
+#: What each scope covers. read ⊂ write ⊂ admin nest; `query` is read plus read-only SQL
+#: (`POST /v1/query`) and is never implied: only a key created with it has it.
+_GRANTS: Final[dict[str, frozenset[str]]] = {
+    "read": frozenset({"read"}),
+    "write": frozenset({"read", "write"}),
+    "admin": frozenset({"read", "write", "admin"}),
+    "query": frozenset({"read", "query"}),
+}
 TOKEN_PREFIX: Final = "olk_"
 
 
@@ -29,8 +36,8 @@ class ApiKey:
     revoked_at_us: int | None
 
     def allows(self, needed: Scope) -> bool:
-        """Whether this key's scope covers `needed` (admin ⊇ write ⊇ read)."""
-        return _RANK[self.scope] >= _RANK[needed]
+        """Whether this key's scope covers `needed` (admin ⊇ write ⊇ read; query ⊇ read)."""
+        return needed in _GRANTS[self.scope]
 
 
 def hash_token(token: str) -> str:

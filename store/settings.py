@@ -111,6 +111,45 @@ class Settings(BaseSettings):
         description="PagerDuty urgency → incident severity, for incidents without a mapped "
         "priority (JSON object).",
     )
+    query_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Time limit of one `POST /v1/query` / `opsledger query` (422 beyond).",
+    )
+    query_memory_limit: str = Field(
+        "512MB",
+        pattern=r"(?i)^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*$",
+        description="DuckDB memory limit of one query worker, e.g. `512MB` or `1GiB` (422 "
+        "beyond); the worker's address space is capped a little above it.",
+    )
+    query_max_rows: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most rows a query returns (the answer says `truncated`); the default "
+        "and the ceiling of its `limit`.",
+    )
+    query_max_result_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Largest answer of a query as JSON rows (`truncated` beyond).",
+    )
+    query_snapshot_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=86_400,
+        description="How far behind the read model the server's query snapshot may be; 0 "
+        "copies it whenever it changed.",
+    )
+    query_max_concurrent: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Queries (worker processes) at a time on the server; more wait up to the "
+        "time limit, then get 429.",
+    )
     export_max_bytes: int = Field(
         512 * 1024 * 1024,
         ge=1024,

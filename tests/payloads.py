@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from store.keys import create_key
+from store.keys import SCOPES, create_key
 from store.ledger import Ledger
 from store.migrate import upgrade
 from store.schema import events
@@ -219,7 +219,7 @@ def make_bed(tmp_path: Path, **settings: Any) -> Iterator[Bed]:
     upgrade(url)
     app = create_app(Settings(database_url=url, **settings))
     ledger: Ledger = app.state.ledger
-    tokens = {s: create_key(ledger.engine, f"test-{s}", s)[1] for s in ("read", "write", "admin")}
+    tokens = {s: create_key(ledger.engine, f"test-{s}", s)[1] for s in SCOPES}
     # A crash must show up as the 500 a client would get, not as an exception in the test.
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Bed(app, client, ledger, url, db_path, tokens)

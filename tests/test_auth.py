@@ -1,4 +1,4 @@
-"""API keys on every `/v1` route: 401 without a valid key, 403 below the scope, nested scopes."""
+"""API keys on every `/v1` route: 401 without a valid key, 403 outside the scope, the scopes."""
 
 from __future__ import annotations
 
@@ -13,11 +13,19 @@ import pytest
 from payloads import Bed, http_routes, make_bed, seed_events
 
 from api.app import create_app
-from store.keys import SCOPES, create_key, revoke_key
+from store.keys import SCOPES, ApiKey, create_key, revoke_key
 from store.settings import Settings
 
-RANK = {s: n for n, s in enumerate(SCOPES)}
+# read ⊂ write ⊂ admin nest; query is read plus read-only SQL, never implied by another scope.
+COVERS = {
+    "read": {"read"},
+    "write": {"read", "write"},
+    "admin": {"read", "write", "admin"},
+    "query": {"read", "query"},
+}
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# POSTs that write nothing, and the scope they need instead of write.
+READ_ONLY_POSTS = {("POST", "/v1/query"): "query"}
 
 
 def _v1_endpoints() -> list[tuple[str, str]]:
@@ -92,8 +100,10 @@ def test_route_declares_a_scope_and_write_methods_need_write(
     bed: Bed, method: str, path: str
 ) -> None:
     scope = scope_of(bed, method, path)
-    if method in WRITE_METHODS:
-        assert RANK[scope] >= RANK["write"], (method, path, scope)
+    if (method, path) in READ_ONLY_POSTS:
+        assert scope == READ_ONLY_POSTS[method, path], (method, path, scope)
+    elif method in WRITE_METHODS:
+        assert scope in ("write", "admin"), (method, path, scope)
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS, ids=[f"{m} {p}" for m, p in ENDPOINTS])
@@ -134,7 +144,7 @@ def test_scopes_nest_admin_write_read(bed: Bed, method: str, path: str) -> None:
     needed = scope_of(bed, method, path)
     for scope in SCOPES:
         r = call(bed, method, path, bed.headers(scope))
-        if RANK[scope] >= RANK[needed]:
+        if needed in COVERS[scope]:
             assert r.status_code not in (401, 403), (scope, r.status_code, r.text)
         else:
             assert r.status_code == 403, (scope, r.status_code, r.text)
@@ -149,6 +159,22 @@ def test_write_route_with_a_read_key_is_403_and_writes_nothing(bed: Bed) -> None
     assert "write" in r.json()["detail"]
     assert bed.state() == before
     r = bed.client.post("/v1/events", json=body, headers=bed.headers("admin"))
+    assert r.status_code == 200, r.text
+
+
+def test_the_scopes_are_the_keys_own() -> None:
+    assert set(SCOPES) == set(COVERS)
+    for scope, covered in COVERS.items():
+        key = ApiKey("k", "n", scope, 0, None)  # type: ignore[arg-type]
+        assert {s for s in SCOPES if key.allows(s)} == covered, scope
+
+
+def test_query_needs_a_key_created_for_it(bed: Bed) -> None:
+    body = {"query": "SELECT 1"}
+    for scope in ("read", "write", "admin"):
+        r = bed.client.post("/v1/query", json=body, headers=bed.headers(scope))
+        assert r.status_code == 403 and "'query' scope" in r.json()["detail"], (scope, r.text)
+    r = bed.client.post("/v1/query", json=body, headers=bed.headers("query"))
     assert r.status_code == 200, r.text
 
 
