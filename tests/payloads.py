@@ -217,6 +217,8 @@ def make_bed(tmp_path: Path, **settings: Any) -> Iterator[Bed]:
     db_path = tmp_path / "ledger.db"
     url = f"sqlite:///{db_path}"
     upgrade(url)
+    # Its own home: the read model under the default home would be shared by every bed.
+    settings.setdefault("home", tmp_path)
     app = create_app(Settings(database_url=url, **settings))
     ledger: Ledger = app.state.ledger
     tokens = {s: create_key(ledger.engine, f"test-{s}", s)[1] for s in SCOPES}
