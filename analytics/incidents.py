@@ -103,21 +103,54 @@ def _rejudge(con: duckdb.DuckDBPyConnection, ids: list[str]) -> None:
         "SELECT incident_id, kind, t, cluster, version, data FROM inc_events "
         "WHERE incident_id IN (SELECT incident_id FROM _inc_ids)"
     ).fetchall()
+    con.execute("DELETE FROM incidents WHERE incident_id IN (SELECT incident_id FROM _inc_ids)")
+    con.execute("DROP TABLE _inc_ids")
+    out = _judge(rows, history)
+    if out:
+        marks = ", ".join(["?"] * _COLUMNS)
+        con.executemany(f"INSERT INTO incidents VALUES ({marks})", out)
+
+
+def _judge(rows: Sequence[tuple[Any, ...]], history: PolicyHistory) -> list[tuple[Any, ...]]:
+    """One incidents-table row per incident whose opening is among the inc_events rows."""
     by_id: dict[str, list[Fact]] = {}
     for incident_id, kind, t, cluster, version, data in rows:
         by_id.setdefault(incident_id, []).append(
             Fact(kind, int(t), orjson.loads(data), cluster, int(version or 0))
         )
-    con.execute("DELETE FROM incidents WHERE incident_id IN (SELECT incident_id FROM _inc_ids)")
-    con.execute("DROP TABLE _inc_ids")
     out = []
     for incident_id, facts in by_id.items():
         st = fold(incident_id, facts)
         if st.opened_us is not None:
             out.append(_row(st, history))
-    if out:
-        marks = ", ".join(["?"] * _COLUMNS)
-        con.executemany(f"INSERT INTO incidents VALUES ({marks})", out)
+    return out
+
+
+#: The incidents table's definition, for a copy judged as of a past instant.
+INCIDENTS_DDL: Final = _DDL[2]
+
+
+def judged_as_of(con: duckdb.DuckDBPyConnection, until_us: int) -> list[tuple[Any, ...]]:
+    """Rows of the incidents table as the facts and policies timed before `until_us` judge them.
+
+    The projection's table folds every fact recorded so far; this leaves out what happened at
+    or after `until_us` (a later acknowledgement, resolution or policy), so a past period is
+    judged as it stood when it ended. Rows are in incident id order.
+    """
+    history = PolicyHistory(
+        [
+            (int(t), int(p), orjson.loads(doc))
+            for t, p, doc in con.execute(
+                "SELECT t, position, doc FROM sla_policies WHERE t < ?", [until_us]
+            ).fetchall()
+        ]
+    )
+    rows = con.execute(
+        "SELECT incident_id, kind, t, cluster, version, data FROM inc_events WHERE t < ? "
+        "ORDER BY incident_id, position",
+        [until_us],
+    ).fetchall()
+    return sorted(_judge(rows, history), key=lambda r: str(r[0]))
 
 
 def _row(st: IncidentState, history: PolicyHistory) -> tuple[Any, ...]:

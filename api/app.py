@@ -25,6 +25,7 @@ from api.routes import exports as export_routes
 from api.routes import metrics as metrics_routes
 from api.routes import projections as projection_routes
 from api.routes import query as query_routes
+from api.routes import reports as report_routes
 from api.routes import webhooks as webhook_routes
 from api.routes.events import BodyTooLarge
 from api.routes.incidents import state_body
@@ -221,6 +222,7 @@ def create_app(
     app.include_router(query_routes.router)
     app.include_router(export_routes.router)
     app.include_router(digest_routes.router)
+    app.include_router(report_routes.router)
     app.include_router(metrics_routes.router)
     install_metrics(app, settings)
     return app

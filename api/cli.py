@@ -23,6 +23,7 @@ from api.cli_digest import digest
 from api.cli_export import export
 from api.cli_incidents import incidents_app, sla_app
 from api.cli_query import query
+from api.cli_report import report_app
 from store.contract import KNOWN_TYPES
 from store.engine import display_url
 from store.keys import SCOPES, create_key, list_keys, revoke_key
@@ -64,6 +65,7 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(sla_app, name="sla")
 app.add_typer(collectors_app, name="collectors")
+app.add_typer(report_app, name="report")
 app.command(
     "collect",
     epilog="Example: `opsledger collect --once --only prometheus/prod-eks-1`",

@@ -189,6 +189,12 @@ class Settings(BaseSettings):
         description="The digest leaves out NotReady nodes, unhealthy pods and full PVCs whose "
         "latest status or sample is older than this (the collectors record no deletions).",
     )
+    report_session_key: SecretStr | None = Field(
+        None,
+        description="Key signing the report sign-in cookie (HMAC-SHA256); give every API "
+        "replica the same value. None: a random key per process, so sign-ins end when it "
+        "restarts.",
+    )
 
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Settings:

@@ -1,0 +1,1 @@
+"""The monthly capacity-planning report: SVG charts (`svg`), text (`fmt`), the page (`html`)."""

@@ -1,0 +1,445 @@
+"""The monthly capacity report: every section and chart, nothing external, escaping, byte-for-byte
+regeneration as of the month's end, the CLI, and the route's sign-in."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from payloads import cloudevent, run_cli
+from report_fixtures import (
+    CLUSTER,
+    HOSTILE_FINDING,
+    HOSTILE_NS,
+    HOSTILE_POOL,
+    HOSTILE_PVC,
+    HOSTILE_TITLE,
+    HOSTILE_URL,
+    MONTH,
+    append_raw,
+    catch_up,
+    copy_demo,
+    hostile_ledger,
+)
+
+from analytics.readmodel import ReadModel
+from analytics.report_data import Month, ReportError, gather
+from api.report.html import render
+from api.routes.reports import COOKIE, cookie_key_id, issue_cookie
+from ingest import demo
+from store.keys import create_key, revoke_key
+from store.ledger import Ledger
+from store.settings import Settings
+from store.timefmt import parse_rfc3339_us
+
+SECTIONS = (
+    "summary",
+    "utilisation",
+    "namespaces",
+    "sustained",
+    "counts",
+    "headroom",
+    "storage",
+    "findings",
+    "incidents",
+    "cost",
+    "method",
+)
+CHARTS = (
+    "cluster-0-cpu",
+    "cluster-0-memory",
+    "pools-0-cpu",
+    "pools-0-memory",
+    "ns-0-cpu-commitment",
+    "ns-0-cpu-utilization",
+    "ns-0-memory-commitment",
+    "ns-0-memory-utilization",
+    "sustained-0",
+    "nodes-0",
+    "pods-0",
+    "headroom-0-0",
+    "pvc-0",
+    "findings",
+    "mtta-by-severity",
+    "mttr-by-severity",
+    "cost",
+)
+#: The only elements a report may contain: no script, image, link, frame, object or form.
+ALLOWED_TAGS = frozenset(
+    {
+        *("html", "head", "meta", "title", "style", "body", "header", "nav", "footer"),
+        *("section", "div", "span", "p", "h1", "h2", "h3", "h4", "strong", "em", "code", "br"),
+        *("ol", "ul", "li", "a", "table", "thead", "tbody", "tr", "th", "td"),
+        *("figure", "figcaption", "svg", "g", "line", "rect", "text", "path", "polygon"),
+    }
+)
+
+
+def report(url: str, read_model: Path, month: str = MONTH, cluster: str | None = None) -> str:
+    """Gather and render the month from a read model file (caught up beforehand)."""
+    ledger = Ledger.from_url(url)
+    model = ReadModel(read_model)
+    try:
+        return render(gather(model.cursor(), ledger, Month.parse(month), cluster))
+    finally:
+        model.close()
+        ledger.engine.dispose()
+
+
+class Elements(HTMLParser):
+    """Every start tag with its attributes, and the text outside tags."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> Elements:
+    p = Elements()
+    p.feed(html)
+    p.close()
+    return p
+
+
+@pytest.fixture(scope="module")
+def demo_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return copy_demo(tmp_path_factory, tmp_path_factory.mktemp("report-demo-copy"))
+
+
+@pytest.fixture(scope="module")
+def demo_html(demo_copy: tuple[str, Path]) -> str:
+    return report(*demo_copy)
+
+
+# -- content ------------------------------------------------------------------------------------
+
+
+def test_every_section_and_chart_is_there(demo_html: str) -> None:
+    doc = parse(demo_html)
+    sections = [a.get("data-section") for t, a in doc.tags if t == "section"]
+    assert sections == list(SECTIONS)
+    charts = {a.get("data-chart") for t, a in doc.tags if t == "figure"}
+    missing = [c for c in CHARTS if c not in charts]
+    assert not missing, missing
+    # Every figure holds an SVG chart with a viewBox (the browser test checks they render).
+    for name in charts:
+        block = demo_html.split(f'data-chart="{name}"', 1)[1].split("</figure>", 1)[0]
+        assert "<svg" in block and "viewBox=" in block, name
+    # The six PVCs soonest to 90 % have a fan chart: history, median line and 80 % band.
+    assert {f"pvc-{i}" for i in range(6)} <= charts
+    fan = demo_html.split('data-chart="pvc-0"', 1)[1].split("</figure>", 1)[0]
+    assert 'class="band"' in fan and 'stroke-dasharray="5 3"' in fan and "next review" in fan
+
+
+def test_the_summary_says_what_to_expand_and_compares_months(demo_html: str) -> None:
+    summary = demo_html.split('data-section="summary"', 1)[1].split("</section>", 1)[0]
+    # The demo's Prometheus volume reaches 90 % in November, the GPU pool has no N-1 headroom
+    # and the memory-optimized pool runs hot (ingest/demo.py builds all three in).
+    assert "prometheus/prometheus-kube-prometheus-stack-prometheus-db" in summary
+    assert "node pool gpu" in summary and "N-1" in summary
+    assert "node pool memory-optimized" in summary and "sustained run" in summary
+    assert "2026-09" in summary and "2026-10" in summary
+    assert "30,700\u00a0USD" in summary  # October's budget
+    doc_text = " ".join(parse(demo_html).text)
+    assert "ledger position" in doc_text and "as of 2026-11-01 00:00 UTC" in doc_text
+
+
+def test_figures_are_those_of_the_analytics_functions(demo_copy: tuple[str, Path]) -> None:
+    url, path = demo_copy
+    ledger = Ledger.from_url(url)
+    model = ReadModel(path)
+    try:
+        data = gather(model.cursor(), ledger, Month.parse(MONTH))
+    finally:
+        model.close()
+        ledger.engine.dispose()
+    ranked = data["storage"]["ranked"]
+    days = [p["days_to_90"] for p in ranked if p["days_to_90"] is not None]
+    assert days == sorted(days)
+    prev, cur = data["incidents"]["previous"]["total"], data["incidents"]["month"]["total"]
+    assert cur["incidents"] > 0 and prev["incidents"] > 0
+    assert data["incidents"]["month"]["start"] == "2026-10-01T00:00:00Z"
+    assert data["cost"]["days_elapsed"] == 31 and data["cost"]["budget"] == 30700.0
+    findings = data["findings"]["total"]
+    assert findings["opened"] > 0 and findings["open"] > 0
+    # Open breaches are judged at the month's end, never after it.
+    assert all(b["due_at"] < "2026-11-01T00:00:00Z" for b in data["incidents"]["month"]["breaches"])
+
+
+def test_nothing_is_fetched_or_linked_outside_the_page(demo_html: str) -> None:
+    doc = parse(demo_html)
+    assert {t for t, _ in doc.tags} <= ALLOWED_TAGS
+    for tag, attrs in doc.tags:
+        for name, value in attrs.items():
+            assert not name.startswith("on"), (tag, name)
+            assert name not in ("src", "srcset", "action", "xlink:href", "background"), (tag, name)
+            if name == "href":
+                assert value is not None and value.startswith("#"), value
+    csp = [a["content"] for t, a in doc.tags if t == "meta" and a.get("http-equiv")]
+    assert csp and "default-src 'none'" in csp[0]
+    assert "url(" not in demo_html and "@import" not in demo_html
+    # The only web addresses are post-mortem links, printed as text in their own cells.
+    outside = re.sub(r'<span class="url">[^<]*</span>', "", demo_html)
+    assert "http://" not in outside and "https://" not in outside
+    assert '<span class="url">https://wiki.ops.example.gov/postmortems/' in demo_html
+
+
+def test_hostile_names_are_escaped(tmp_path: Path) -> None:
+    url, path = hostile_ledger(tmp_path)
+    html = report(url, path)
+    doc = parse(html)
+    assert {t for t, _ in doc.tags} <= ALLOWED_TAGS
+    assert not any(n.startswith("on") for _, a in doc.tags for n in a)
+    text = "".join(doc.text)
+    for name in (
+        HOSTILE_POOL,
+        HOSTILE_NS,
+        HOSTILE_PVC,
+        HOSTILE_TITLE,
+        HOSTILE_URL,
+        HOSTILE_FINDING,
+    ):
+        assert name in text, name  # shown, as text
+    assert "<script" not in html and "<img" not in html and "<iframe" not in html
+    assert "&lt;script&gt;alert(&#x27;ns&#x27;)&lt;/script&gt;" in html
+    # The hostile pool ran hot for three hours: it is named in the summary and its chart.
+    assert html.count("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;") >= 3
+
+
+# -- "as of" and byte-for-byte ------------------------------------------------------------------
+
+
+def test_regeneration_is_byte_identical_and_later_events_change_nothing(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url, path = copy_demo(tmp_path_factory, tmp_path / "demo")
+    first = report(url, path)
+    assert report(url, path) == first
+    position = re.search(r"ledger position ([\d,]+)", first)
+    assert position is not None
+    # Two more days: acknowledgements and resolutions of October's last incidents, November's
+    # samples (one stamped 00:00:00 on the 1st), findings, cost of 31 October's next day.
+    ledger = Ledger.from_url(url)
+    try:
+        totals = demo.load(
+            ledger, datetime(2026, 11, 1).date(), parse_rfc3339_us("2026-11-03T00:00:00Z")
+        )
+    finally:
+        ledger.engine.dispose()
+    assert totals.accepted > 100
+    catch_up(url, path)
+    assert report(url, path) == first
+    # A fact about October recorded late (a restated cost day) does change it, and says so.
+    append_raw(
+        url,
+        [
+            cloudevent(
+                "opsledger.cost.daily",
+                {"date": "2026-10-15", "service": "AmazonEC2", "amount": 5000.0, "currency": "USD"},
+                id="late-restatement",
+                time="2026-11-02T09:00:00Z",
+                cluster=None,
+            )
+        ],
+    )
+    catch_up(url, path)
+    later = report(url, path)
+    assert later != first
+    moved = re.search(r"ledger position ([\d,]+)", later)
+    assert moved is not None and moved.group(1) != position.group(1)
+
+
+def test_a_month_must_have_ended() -> None:
+    with pytest.raises(ReportError, match="has not ended"):
+        Month.parse("2026-11").check_ended(datetime(2026, 11, 30, 23, 59))
+    Month.parse("2026-11").check_ended(datetime(2026, 12, 1))
+    for bad in ("2026-13", "2026-1", "26-10", "2026-10-01", "<b>", "0000-01", "9999-12"):
+        with pytest.raises(ReportError):
+            Month.parse(bad)
+
+
+def test_the_cli_writes_the_same_bytes(demo_copy: tuple[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    url, path = demo_copy
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy2(url.removeprefix("sqlite:///"), home / "ledger.db")
+    shutil.copy2(path, home / "analytics.duckdb")
+    out = tmp_path / "out" / "october.html"
+    r = run_cli(["report", "capacity", "--month", MONTH, "--out", str(out)], home)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stderr and MONTH in r.stderr
+    assert out.read_text(encoding="utf-8") == report(
+        str(f"sqlite:///{home / 'ledger.db'}"), home / "analytics.duckdb"
+    )
+    r = run_cli(["report", "capacity", "--month", MONTH, "--out", "-"], home)
+    assert r.returncode == 0 and r.stdout == out.read_text(encoding="utf-8")
+    for args, code in (
+        (["--month", "2026-13"], 2),
+        (["--month", "2999-01"], 2),
+        (["--month", MONTH, "--cluster", "no-such-cluster"], 4),
+    ):
+        r = run_cli(["report", "capacity", *args, "--out", str(tmp_path / "x.html")], home)
+        assert r.returncode == code, (args, r.stderr)
+    assert not (tmp_path / "x.html").exists()
+
+
+# -- the route and its sign-in -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Ledger, str]]:
+    from api.app import create_app
+
+    root = tmp_path_factory.mktemp("report-route")
+    url, path = hostile_ledger(root)
+    settings = Settings(
+        database_url=url, home=root, read_model_path=path, projection_interval_seconds=3600
+    )
+    app = create_app(settings)
+    ledger: Ledger = app.state.ledger
+    _, token = create_key(ledger.engine, "report-reader", "read")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, ledger, token
+
+
+PATH = f"/reports/capacity/{MONTH}"
+
+
+def test_the_route_serves_the_report_to_a_bearer_key(
+    served: tuple[TestClient, Ledger, str],
+) -> None:
+    client, _, token = served
+    r = client.get(PATH, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert r.headers["cache-control"] == "private, no-store"
+    assert f'filename="opsledger-capacity-{MONTH}.html"' in r.headers["content-disposition"]
+    again = client.get(PATH, headers={"Authorization": f"Bearer {token}"})
+    assert again.content == r.content
+    only = client.get(
+        PATH, params={"cluster": CLUSTER}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert only.status_code == 200 and f"cluster {CLUSTER}" in only.text
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "code"),
+    [
+        ("/reports/capacity/2026-13", {}, 422),
+        ("/reports/capacity/2999-01", {}, 422),
+        (PATH, {"cluster": "nope"}, 404),
+    ],
+)
+def test_the_route_refuses_bad_months_and_unknown_clusters(
+    served: tuple[TestClient, Ledger, str], path: str, params: dict[str, str], code: int
+) -> None:
+    client, _, token = served
+    r = client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == code, r.text
+
+
+def test_no_credentials_means_401_or_the_sign_in_form(
+    served: tuple[TestClient, Ledger, str],
+) -> None:
+    client, _, token = served
+    client.cookies.clear()
+    assert client.get(PATH).status_code == 401
+    assert client.get(PATH, headers={"Authorization": "Bearer olk_nope"}).status_code == 401
+    # A key in the URL is never taken.
+    assert client.get(PATH, params={"key": token, "token": token}).status_code == 401
+    r = client.get(PATH, headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/reports/login?next={PATH}"
+    form = client.get(r.headers["location"])
+    assert form.status_code == 200 and 'method="post"' in form.text
+    assert f'name="next" value="{PATH}"' in form.text
+    assert "frame-ancestors 'none'" in form.headers["content-security-policy"]
+    # `next` stays on this site.
+    evil = client.get("/reports/login", params={"next": "//evil.example/x"})
+    assert 'value="/reports/capacity/' in evil.text and "evil.example" not in evil.text
+
+
+def test_the_cookie_flow(served: tuple[TestClient, Ledger, str]) -> None:
+    client, _, token = served
+    client.cookies.clear()
+    r = client.post(
+        "/reports/login", data={"key": "olk_wrong", "next": PATH}, follow_redirects=False
+    )
+    assert (
+        r.status_code == 401
+        and "Unknown or revoked" in r.text
+        and COOKIE not in r.headers.get("set-cookie", "")
+    )
+    assert client.post("/reports/login", data={"key": ""}).status_code == 400
+    cross = client.post(
+        "/reports/login",
+        data={"key": token},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert cross.status_code == 403
+    r = client.post("/reports/login", data={"key": token, "next": PATH}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == PATH
+    cookie = r.headers["set-cookie"]
+    for part in ("HttpOnly", "SameSite=strict", "Path=/reports", "Max-Age=900"):
+        assert part.lower() in cookie.lower(), cookie
+    assert token not in cookie and token not in r.headers["location"]
+    page = client.get(PATH)
+    assert (
+        page.status_code == 200 and "<h1>Capacity-planning review: October 2026</h1>" in page.text
+    )
+    # A tampered cookie is refused.
+    value = client.cookies[COOKIE]
+    client.cookies.set(
+        COOKIE, value[:-2] + ("AA" if not value.endswith("AA") else "BB"), path="/reports"
+    )
+    assert client.get(PATH).status_code == 401
+    # Signing out clears it; a foreign page cannot sign us out.
+    client.cookies.set(COOKIE, value, path="/reports")
+    assert (
+        client.post("/reports/logout", headers={"Origin": "https://evil.example"}).status_code
+        == 403
+    )
+    out = client.post("/reports/logout", follow_redirects=False)
+    assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
+
+
+def test_an_expired_or_revoked_sign_in_is_refused(served: tuple[TestClient, Ledger, str]) -> None:
+    client, ledger, _ = served
+    client.cookies.clear()
+    key, token = create_key(ledger.engine, "short-lived", "read")
+    r = client.post("/reports/login", data={"key": token, "next": PATH}, follow_redirects=False)
+    value = r.headers["set-cookie"].split(";", 1)[0].split("=", 1)[1]
+    client.cookies.set(COOKIE, value, path="/reports")
+    assert client.get(PATH).status_code == 200
+    revoke_key(ledger.engine, key.key_id)
+    assert client.get(PATH).status_code == 401
+    client.cookies.clear()
+
+
+def test_cookies_expire_and_name_only_their_key() -> None:
+    secret = b"k" * 32
+    now = time.time()
+    value = issue_cookie(secret, "abc123", now)
+    assert cookie_key_id(secret, value, now) == "abc123"
+    assert cookie_key_id(secret, value, now + 901) is None
+    assert cookie_key_id(b"other" * 7, value, now) is None
+    forged = value.replace("abc123", "def456")
+    assert cookie_key_id(secret, forged, now) is None
+    assert cookie_key_id(secret, "v1.abc123.notanumber.sig", now) is None
