@@ -485,9 +485,35 @@ def test_the_kubernetes_objects_in_the_docs_validate(version: str) -> None:
     checked = 0
     for m in re.finditer(r"^```yaml\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
         for doc in yaml.safe_load_all(m.group(1)):
-            # Kustomizations have no API schema; `$patch: delete` stubs are not objects.
+            # Kustomizations have no API schema; `$patch: delete` stubs are not objects; a
+            # Prometheus scrape config is not a Kubernetes object at all, and CRDs such as the
+            # Prometheus Operator's ServiceMonitor have no schema in kubernetes-validate.
             if not doc or doc.get("kind") == "Kustomization" or "$patch" in doc:
+                continue
+            if "apiVersion" not in doc or doc["apiVersion"].startswith("monitoring.coreos.com/"):
                 continue
             kubernetes_validate.validate(doc, version, strict=True)
             checked += 1
     assert checked >= 2, "the StorageClass and the IRSA ServiceAccount patch"
+
+
+def test_the_documented_prometheus_scrape_config_is_valid(tmp_path: Path) -> None:
+    """`promtool check config` (the Debian package CI installs) accepts docs/deployment.md's."""
+    text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    block = next(
+        m.group(1)
+        for m in re.finditer(r"^```yaml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        if m.group(1).startswith("scrape_configs:")
+    )
+    (tmp_path / "opsledger.token").write_text("olk_example\n", encoding="utf-8")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        block.replace("/etc/prometheus/opsledger.token", str(tmp_path / "opsledger.token")),
+        encoding="utf-8",
+    )
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian: apt-get install prometheus)"
+    proc = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
