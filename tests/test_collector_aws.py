@@ -956,3 +956,54 @@ def test_govcloud_region_partition_and_billing_endpoints() -> None:
 def test_bad_config_is_refused(doc: dict[str, Any], complaint: str) -> None:
     with pytest.raises(ValidationError, match=complaint):
         AwsConfig.model_validate(doc)
+
+
+# -- crash tests for the other two collectors ------------------------------------------------------
+
+
+def test_securityhub_sigkill_mid_run_then_rerun_records_each_finding_once(
+    moto: str, backend_url: str, ledger: Ledger
+) -> None:
+    # moto keeps findings per server, so these ids must differ from the other Security Hub test.
+    findings = [asff(5000 + n, f"2026-10-15T0{n % 5}:00:00.000Z") for n in range(250)]
+    sh_import(moto, findings)
+    cfg = AwsConfig.model_validate({"region": GOV, "endpoint_url": moto, "securityhub": {}})
+    proc = start_worker(backend_url, cfg, "aws/securityhub", "2026-10-15T06:00:00Z", pause_after=1)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().split()
+        assert first[0] == "committed" and int(first[1]) > 0, first
+        assert proc.stdout.readline().strip() == "paused"
+    finally:
+        kill(proc)
+    mine = {f["Id"] for f in findings}
+    before = [e for e in events(ledger, "opsledger.finding") if e.data["finding_id"] in mine]
+    assert 0 < len(before) < len(mine)  # killed after its first page, before the cursor moved
+
+    (collector,) = build(cfg, None)
+    assert isinstance(collector, SecurityHubCollector)
+    collector.clock = fixed("2026-10-15T06:05:00Z")
+    rerun = run_once(ledger, collector)
+    assert rerun.error is None and rerun.duplicates >= len(before)
+    recorded = Counter(
+        e.data["finding_id"]
+        for e in events(ledger, "opsledger.finding")
+        if e.data["finding_id"] in mine
+    )
+    assert set(recorded) == mine and set(recorded.values()) == {1}
+
+
+def test_budget_sigkill_after_its_commit_then_rerun_records_it_once(
+    backend_url: str, ledger: Ledger
+) -> None:
+    cfg = AwsConfig.model_validate({"region": GOV, "budget": {"monthly_amount": 42000}})
+    proc = start_worker(backend_url, cfg, "aws/budget", "2026-10-14T07:00:00Z", pause_after=1)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["committed", "1", "0"]
+        assert proc.stdout.readline().strip() == "paused"
+    finally:
+        kill(proc)
+    rerun = run_once(ledger, budget_collector("2026-10-14T07:05:00Z", 42000.0))
+    assert (rerun.error, rerun.appended) == (None, 0)
+    assert len(events(ledger, "opsledger.budget.set")) == 1
