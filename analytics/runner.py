@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
 
 from analytics.projection import Projection
 from analytics.readmodel import ReadModel
-from store.ledger import Ledger
+from store.ledger import Ledger, RecordedEvent
 
 _CHECKPOINTS = """
 CREATE TABLE IF NOT EXISTS projection_checkpoints (
@@ -116,35 +117,48 @@ class Runner:
         con = self.model.cursor()
         applied = 0
         batches = 0
-        while max_batches is None or batches < max_batches:
-            position = self.checkpoint(p.name)
-            # Read the head first: positions are committed in order, so every event up to it
-            # is visible to the read below and the checkpoint may skip to it when none match.
-            head = self.ledger.head()
-            if position >= head:
-                break
-            page = self.ledger.read(position, p.batch_events, types=p.types)
-            upto = page[-1].position if page else head
-            if len(page) < p.batch_events:
-                upto = max(upto, head)
-            con.begin()
-            try:
-                if page:
-                    p.apply(con, page)
-                con.execute(
-                    "UPDATE projection_checkpoints SET position = ?, updated_at = now() "
-                    "WHERE name = ?",
-                    [upto, p.name],
-                )
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-            applied += len(page)
-            batches += 1
-            if progress is not None:
-                progress(p.name, upto, head)
+        position = self.checkpoint(p.name)
+        # Reading and decoding the next page (SQL, zlib, numpy) overlaps applying this one:
+        # both release the GIL for most of their work. One page ahead, never more.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-{p.name}") as ahead:
+            pending = ahead.submit(self._page, p, position)
+            while max_batches is None or batches < max_batches:
+                head, page = pending.result()
+                if position >= head:
+                    break
+                upto = page[-1].position if page else head
+                if len(page) < p.batch_events:
+                    upto = max(upto, head)
+                if max_batches is None or batches + 1 < max_batches:
+                    pending = ahead.submit(self._page, p, upto)
+                con.begin()
+                try:
+                    if page:
+                        p.apply(con, page)
+                    con.execute(
+                        "UPDATE projection_checkpoints SET position = ?, updated_at = now() "
+                        "WHERE name = ?",
+                        [upto, p.name],
+                    )
+                    con.commit()
+                except BaseException:
+                    con.rollback()
+                    raise
+                position = upto
+                applied += len(page)
+                batches += 1
+                if progress is not None:
+                    progress(p.name, upto, head)
         return applied
+
+    def _page(self, p: Projection, position: int) -> tuple[int, list[RecordedEvent]]:
+        """The ledger head, then the projection's next page after `position`."""
+        # Read the head first: positions are committed in order, so every event up to it is
+        # visible to the read below and the checkpoint may skip to it when none match.
+        head = self.ledger.head()
+        if position >= head:
+            return head, []
+        return head, self.ledger.read(position, p.batch_events, types=p.types)
 
     def rebuild(self, names: Sequence[str] | None = None, progress: Progress | None = None) -> int:
         """Drop and replay projections from the start of the ledger."""

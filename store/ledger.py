@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from sqlalchemy import Connection, Engine, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +24,8 @@ from store.schema import DATA_JSON, DATA_SAMPLES_V1, events, series
 from store.timefmt import format_us
 
 _CHUNK = 500
+#: Distinct series sets whose canonical order is remembered (each costs its keys).
+_CANONICAL_MEMO = 64
 # Below SQLite's 32,766 bound parameters per statement.
 _ID_CHUNK = 10_000
 #: The events table's columns, in the order appends bind them.
@@ -111,6 +114,7 @@ class Ledger:
         self._series_ids: dict[tuple[str, str], int] = {}
         self._series_keys: dict[int, tuple[str, str]] = {}
         self._series_lock = threading.Lock()
+        self._canonical_memo: dict[bytes, tuple[tuple[tuple[str, str], ...], Any]] = {}
         mark = "?" if self._sqlite else "%s"
         self._insert_sql = (
             f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
@@ -392,29 +396,23 @@ class Ledger:
             after = page[-1].position
 
     def _decode(self, conn: Connection, rows: Sequence[Any]) -> list[RecordedEvent]:
-        blobs: dict[int, tuple[Any, Any, Any]] = {}
+        blobs: dict[int, tuple[Any, Any, Any, Any, Any]] = {}
         needed: set[int] = set()
         for row in rows:
             if row.data_format == DATA_SAMPLES_V1:
-                decoded = sample_codec.decode(bytes(row.data))
-                blobs[row.position] = decoded
-                needed.update(np.unique(decoded[0]).tolist())
+                ids, ts, values = sample_codec.decode(bytes(row.data))
+                uniq, inverse = _unique_inverse(ids)
+                blobs[row.position] = (ids, ts, values, uniq, inverse)
+                needed.update(uniq.tolist())
         self._load_series(conn, needed)
         out = []
         for row in rows:
             data: Mapping[str, Any] | None = None
             batch: SampleBatch | None = None
             if row.data_format == DATA_SAMPLES_V1:
-                ids, ts, values = blobs[row.position]
-                uniq, inverse = np.unique(ids, return_inverse=True)
-                keys = [self._series_keys[int(s)] for s in uniq]
-                # Stored ids follow creation order, not key order: re-rank to the canonical form.
-                order = sorted(range(len(keys)), key=keys.__getitem__)
-                rank = np.empty(len(keys), dtype=np.int64)
-                rank[order] = np.arange(len(keys), dtype=np.int64)
-                batch = SampleBatch(
-                    tuple(keys[i] for i in order), rank[inverse].astype(np.int64), ts, values
-                )
+                ids, ts, values, uniq, inverse = blobs[row.position]
+                ordered, rank = self._canonical_series(uniq)
+                batch = SampleBatch(ordered, rank[inverse], ts, values)
             else:
                 data = orjson.loads(row.data)
             out.append(
@@ -435,6 +433,27 @@ class Ledger:
             )
         return out
 
+    def _canonical_series(
+        self, uniq: npt.NDArray[np.int64]
+    ) -> tuple[tuple[tuple[str, str], ...], npt.NDArray[np.int64]]:
+        """A batch's series keys in key order, and each stored id's rank among them."""
+        # Collectors send the same series set batch after batch: remember its ordering.
+        memo = uniq.tobytes()
+        hit = self._canonical_memo.get(memo)
+        if hit is not None:
+            return hit
+        keys = [self._series_keys[int(s)] for s in uniq]
+        # Stored ids follow creation order, not key order: re-rank to the canonical form.
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        rank = np.empty(len(keys), dtype=np.int64)
+        rank[order] = np.arange(len(keys), dtype=np.int64)
+        out = (tuple(keys[i] for i in order), rank)
+        with self._series_lock:
+            if len(self._canonical_memo) >= _CANONICAL_MEMO:
+                self._canonical_memo.clear()
+            self._canonical_memo[memo] = out
+        return out
+
     def _load_series(self, conn: Connection, ids: set[int]) -> None:
         with self._series_lock:
             missing = sorted(i for i in ids if i not in self._series_keys)
@@ -446,3 +465,21 @@ class Ledger:
                 with self._series_lock:
                     self._series_keys[sid] = (name, labels)
                     self._series_ids[(name, labels)] = sid
+
+
+def _unique_inverse(
+    ids: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """`np.unique(ids, return_inverse=True)`, by counting when the ids span a narrow range."""
+    if ids.size == 0:
+        return ids, ids
+    lo, hi = int(ids.min()), int(ids.max())
+    if hi - lo > 4 * ids.size:
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        return uniq, inverse.astype(np.int64)
+    # A batch's series are interned together, so their ids are nearly contiguous: a lookup
+    # table beats the sort inside np.unique.
+    present = np.bincount(ids - lo, minlength=hi - lo + 1) > 0
+    uniq = np.flatnonzero(present).astype(np.int64) + lo
+    lookup = np.cumsum(present, dtype=np.int64) - 1
+    return uniq, lookup[ids - lo]

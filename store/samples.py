@@ -44,5 +44,6 @@ def decode(
     w = 8 * n
     ids = np.cumsum(_unshuffle(body[:w], n, np.int64), dtype=np.int64)
     ts = np.cumsum(_unshuffle(body[w : 2 * w], n, np.int64), dtype=np.int64)
-    values = _unshuffle(body[2 * w :], n, np.float64).astype(np.float64)
+    # _unshuffle already made a fresh native-order copy: asarray only fixes the static type.
+    values = np.asarray(_unshuffle(body[2 * w :], n, np.float64), dtype=np.float64)
     return ids, ts, values
