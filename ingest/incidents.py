@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -50,11 +49,8 @@ class CommandError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What one command records: event kinds with their data (incident_id is added)."""
-
-    kinds: tuple[tuple[str, Mapping[str, Any]], ...]
+#: What one command records: event kinds with their data (incident_id is added).
+Changes = tuple[tuple[str, Mapping[str, Any]], ...]
 
 
 def stream_of(incident_id: str) -> str:
@@ -118,7 +114,7 @@ def act(
     kind, allowed = ACTIONS[action]
     data = {"by": by} if by else {}
 
-    def check(state: IncidentState) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    def check(state: IncidentState) -> Changes:
         if state.status not in allowed:
             raise InvalidTransition(
                 f"cannot {action} incident {incident_id}: it is {state.status}", state
@@ -143,7 +139,7 @@ def update(
     if severity is None and note is None and postmortem_url is None:
         raise CommandError("body", "give at least one of severity, note, postmortem_url")
 
-    def check(state: IncidentState) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    def check(state: IncidentState) -> Changes:
         kinds: list[tuple[str, Mapping[str, Any]]] = []
         if severity is not None:
             if severity == state.severity:
@@ -161,7 +157,7 @@ def update(
 def _command(
     ledger: Ledger,
     incident_id: str,
-    check: Any,
+    check: Callable[[IncidentState], Changes],
     at_us: int | None,
     expect_version: int | None,
     source: str,
@@ -210,7 +206,7 @@ def _at(at_us: int | None, state: IncidentState | None) -> int:
 def _append(
     ledger: Ledger,
     state: IncidentState,
-    kinds: tuple[tuple[str, Mapping[str, Any]], ...],
+    kinds: Changes,
     at_us: int,
     source: str,
     *,
