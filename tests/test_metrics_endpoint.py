@@ -212,7 +212,9 @@ def test_pvcs_by_status_and_days_to_90(bed: Bed) -> None:
         ],
     )
     bed.caught_up()
+    before = datetime.now(UTC)
     m = bed.scrape()
+    after = datetime.now(UTC)
     status = {dict(k)["status"]: v for k, v in m["opsledger_pvc_forecast_status"].items()}
     assert status == {"critical": 1, "warning": 0, "forecast": 1, "ok": 0, "insufficient_data": 1}
     key = labels(cluster=CLUSTER, namespace="data", pvc="data-0")
@@ -220,8 +222,15 @@ def test_pvcs_by_status_and_days_to_90(bed: Bed) -> None:
     days = m["opsledger_pvc_days_to_90"]
     assert set(days) == {key, growing}  # data-1 has too little history for a forecast
     assert days[key] == 0.0  # past 90 % already
-    # The line reached 80 % an hour ago and climbs 10 % a day: 90 % in (10 % - 1/24 x 10 %) / 10 %.
-    assert days[growing] == pytest.approx((0.9 - (0.8 + 0.1 / 24)) / 0.1, abs=2e-3)
+    # The line reached 80 % at its last sample (NOW - 1 h, NOW being when this module was
+    # imported, minutes ago in a long run) and climbs 10 % a day; the scrape forecasts from
+    # its own clock, so 90 % comes (10 % - elapsed x 10 %/day) / 10 %/day after it.
+    last = NOW - timedelta(hours=1)
+
+    def expected(at: datetime) -> float:
+        return (0.1 - 0.1 * (at - last).total_seconds() / 86400) / 0.1
+
+    assert expected(after) - 2e-3 <= days[growing] <= expected(before) + 2e-3
     assert m["opsledger_pvc_used_ratio"][key] == pytest.approx(0.92)
     assert m["opsledger_pvc_used_ratio"][
         labels(cluster=CLUSTER, namespace="data", pvc="data-1")
