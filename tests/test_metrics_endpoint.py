@@ -230,7 +230,10 @@ def test_pvcs_by_status_and_days_to_90(bed: Bed) -> None:
     def expected(at: datetime) -> float:
         return (0.1 - 0.1 * (at - last).total_seconds() / 86400) / 0.1
 
-    assert expected(after) - 2e-3 <= days[growing] <= expected(before) + 2e-3
+    # The default forecast also fits a daily profile, which on three days of data moves its
+    # estimate with the time of day the test runs by up to about an hour: allow 0.05 d. A wrong
+    # figure (days to 85 %, growth per hour, days from the last sample) is 0.5 d or more off.
+    assert expected(after) - 0.05 <= days[growing] <= expected(before) + 0.05
     assert m["opsledger_pvc_used_ratio"][key] == pytest.approx(0.92)
     assert m["opsledger_pvc_used_ratio"][
         labels(cluster=CLUSTER, namespace="data", pvc="data-1")
