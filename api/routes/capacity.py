@@ -38,6 +38,14 @@ def window(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
     return start, end
 
 
+#: Query parameters the capacity routes share: the [from, to) window and the cluster filter.
+WindowFrom = Annotated[
+    str | None, Query(alias="from", description="Start (RFC 3339); default `to` − 30 days.")
+]
+WindowTo = Annotated[str | None, Query(description="End, exclusive (RFC 3339); default now.")]
+OnlyCluster = Annotated[str | None, Query(description="Only this cluster.")]
+
+
 @router.get(
     "/trends",
     response_model=TrendsResponse,
@@ -50,11 +58,9 @@ def get_trends(
     metric: Annotated[Literal["cpu", "memory", "pods", "nodes"], Query()] = "cpu",
     scope: Annotated[Literal["cluster", "nodepool", "node", "namespace"], Query()] = "cluster",
     step: Annotated[Literal["1h", "1d"], Query()] = "1d",
-    from_: Annotated[
-        str | None, Query(alias="from", description="Start (RFC 3339); default `to` − 30 days.")
-    ] = None,
-    to: Annotated[str | None, Query(description="End, exclusive (RFC 3339); default now.")] = None,
-    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
+    from_: WindowFrom = None,
+    to: WindowTo = None,
+    cluster: OnlyCluster = None,
 ) -> dict[str, Any]:
     """Buckets are [t, t + step) in UTC; avg / p95 / max over the timestamps in each bucket.
 
@@ -74,11 +80,9 @@ def get_trends(
 def get_sustained(
     _key: ReadKey,
     projector: ProjectorDep,
-    from_: Annotated[
-        str | None, Query(alias="from", description="Start (RFC 3339); default `to` − 30 days.")
-    ] = None,
-    to: Annotated[str | None, Query(description="End, exclusive (RFC 3339); default now.")] = None,
-    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
+    from_: WindowFrom = None,
+    to: WindowTo = None,
+    cluster: OnlyCluster = None,
 ) -> dict[str, Any]:
     """Per cluster, node pool and node: each maximal run of samples above 85 % utilisation
     (usage ÷ allocatable) spanning at least one hour; a gap over 15 minutes ends a run."""
@@ -97,7 +101,7 @@ def get_headroom(
     as_of: Annotated[
         str | None, Query(description="Evaluate as of this time (RFC 3339); default now.")
     ] = None,
-    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
+    cluster: OnlyCluster = None,
 ) -> dict[str, Any]:
     """Trend of the last 30 daily averages extrapolated linearly; N-1 removes the largest node."""
     when = naive_utc("as_of", as_of, datetime.now(UTC).replace(tzinfo=None))
