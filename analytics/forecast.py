@@ -770,6 +770,8 @@ def _fit(
 ) -> tuple[_Growth, _Shape] | None:
     """Pick the model the history supports and fit it (x in days, lookback None = auto)."""
     recent = x > -(lookback or LOOKBACK_DAYS)
+    if not np.any(recent):
+        return None  # not observed lately (a deleted claim, a stopped collector): no trend
     drops = _drop_times(x[recent], raw[recent], cap)
     span = float(x[-1] - x[recent][0])
     cycle = _cycle(drops, span)

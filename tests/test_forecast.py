@@ -315,6 +315,15 @@ def test_too_little_data_is_insufficient_but_reports_what_it_has() -> None:
     assert f.used_ratio == pytest.approx(u[-1] / c[-1])
 
 
+def test_a_volume_not_seen_for_two_weeks_has_no_trend_but_reports_its_last_figures() -> None:
+    t, u, c = _trace(10, _linear(0.40, 0.01))
+    f = forecast_pvc(t, u, c, t[-1] + 20 * DAY)  # its samples stopped 20 days ago
+    assert f.status == "insufficient_data" and f.growth_bytes_per_day is None
+    assert f.days_to_90 is None and f.days_to_90_low is None
+    assert f.used_bytes == u[-1] and f.capacity_bytes == c[-1]
+    assert forecast_pvc(t, u, c, t[-1] + 13 * DAY).days_to_90 is not None
+
+
 def test_no_samples_at_all() -> None:
     t, u, c = _trace(1, _linear(0.40, 0.01))
     f = forecast_pvc(t, u, c, t[0] - 1.0)
