@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 import duckdb
 
@@ -28,3 +29,11 @@ class Projection(Protocol):
 
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[RecordedEvent]) -> None:
         """Fold events into the tables, inside the caller's transaction."""
+
+
+@runtime_checkable
+class Settles(Protocol):
+    """A projection with derived state to bring up to date once it has caught up."""
+
+    def settle(self, con: duckdb.DuckDBPyConnection, now: datetime) -> None:
+        """Update what depends on the clock or on many pages at once (`now`: naive UTC)."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import duckdb
@@ -26,7 +26,7 @@ from analytics.cost import month_cost
 from analytics.hotspots import SUSTAINED_THRESHOLD, headroom, sustained
 from analytics.incident_metrics import breaches, metrics
 from analytics.incidents import INCIDENTS_DDL, judged_as_of
-from analytics.storage import forecasts
+from analytics.storage import month_end_forecasts
 from analytics.trends import Resource, trends
 from store.incident_state import SEVERITIES
 from store.ledger import Ledger
@@ -49,9 +49,6 @@ PVC_BUCKET_S: Final = 2 * 3600
 OPEN_FINDINGS_ROWS: Final = 15
 _RESOURCES: Final[tuple[Resource, ...]] = ("cpu", "memory")
 _EPOCH: Final = datetime(1970, 1, 1)
-# Storage forecasts are evaluated just before the month ends: a sample stamped 00:00:00 on the
-# 1st belongs to the next month, as it does in the [t, t + step) rollup buckets.
-_JUST_BEFORE: Final = timedelta(microseconds=1)
 
 
 class ReportError(ValueError):
@@ -110,11 +107,6 @@ def _previous_month(d: datetime) -> datetime:
 def last_complete_month(now: datetime) -> str:
     """YYYY-MM of the last month that ended by `now` (naive UTC)."""
     return _previous_month(now).strftime("%Y-%m")
-
-
-def utc_now() -> datetime:
-    """The current time as naive UTC (the read model's convention)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def iso(t: datetime | None) -> str | None:
@@ -411,8 +403,8 @@ def _merge(intervals: list[list[str]]) -> list[list[str]]:
 
 def _storage(con: duckdb.DuckDBPyConnection, month: Month, cluster: str | None) -> dict[str, Any]:
     """Every PVC's forecast as of the month's end, ranked by days to 90 %, and fan histories."""
-    as_of = month.end - _JUST_BEFORE
-    items = forecasts(con, as_of, cluster=cluster, horizon=month.next_end - month.end)
+    # Kept by the storage projection once the month has ended (the same figures as a fit).
+    items = month_end_forecasts(con, month.end, cluster)
     items.sort(
         key=lambda i: (
             i["days_to_90"] is None,

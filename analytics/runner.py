@@ -6,12 +6,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 
-from analytics.projection import Projection
+from analytics.projection import Projection, Settles
 from analytics.readmodel import ReadModel
 from store.ledger import Ledger, RecordedEvent
+from store.timefmt import utc_now
 
 _CHECKPOINTS = """
 CREATE TABLE IF NOT EXISTS projection_checkpoints (
@@ -23,6 +25,7 @@ CREATE TABLE IF NOT EXISTS projection_checkpoints (
 """
 
 Progress = Callable[[str, int, int], None]
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +46,16 @@ class ProjectionStatus:
 class Runner:
     """Folds ledger events into the read model, each projection at its own checkpoint."""
 
-    def __init__(self, ledger: Ledger, model: ReadModel, projections: Sequence[Projection]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        model: ReadModel,
+        projections: Sequence[Projection],
+        clock: Clock = utc_now,
+    ) -> None:
         self.ledger = ledger
         self.model = model
+        self.clock = clock
         self.projections = {p.name: p for p in projections}
         with model.write_lock:
             con = model.cursor()
@@ -122,9 +132,11 @@ class Runner:
         # both release the GIL for most of their work. One page ahead, never more.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read-{p.name}") as ahead:
             pending = ahead.submit(self._page, p, position)
+            caught_up = False
             while max_batches is None or batches < max_batches:
                 head, page = pending.result()
                 if position >= head:
+                    caught_up = True
                     break
                 upto = page[-1].position if page else head
                 if len(page) < p.batch_events:
@@ -149,7 +161,18 @@ class Runner:
                 batches += 1
                 if progress is not None:
                     progress(p.name, upto, head)
+        if caught_up and isinstance(p, Settles):
+            self._settle(con, p)
         return applied
+
+    def _settle(self, con: duckdb.DuckDBPyConnection, p: Settles) -> None:
+        con.begin()
+        try:
+            p.settle(con, self.clock())
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
 
     def _page(self, p: Projection, position: int) -> tuple[int, list[RecordedEvent]]:
         """The ledger head, then the projection's next page after `position`."""

@@ -39,7 +39,8 @@ def capacity(
     cluster: Annotated[str | None, typer.Option(help="Only this cluster.")] = None,
 ) -> None:
     """Write the report of a month, as of its end: the same ledger gives the same bytes."""
-    from analytics.report_data import Month, ReportError, last_complete_month, utc_now
+    from analytics.report_data import Month, ReportError, last_complete_month
+    from store.timefmt import utc_now
 
     name = month or last_complete_month(utc_now())
     try:

@@ -13,6 +13,11 @@ MIN_US = 0
 MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
 
+def utc_now() -> datetime:
+    """The current time as naive UTC (the read model's convention)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 class TimeFormatError(ValueError):
     """A timestamp that is not RFC 3339 with an offset, or names an impossible instant."""
 

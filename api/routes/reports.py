@@ -30,7 +30,6 @@ from analytics.report_data import (
     UnknownCluster,
     gather,
     last_complete_month,
-    utc_now,
 )
 from analytics.runner import wait_for
 from api.deps import Credentials, LedgerDep, ProjectorDep
@@ -41,6 +40,7 @@ from store.keys import ApiKey, authenticate
 from store.ledger import Ledger
 from store.schema import api_keys
 from store.settings import Settings
+from store.timefmt import utc_now
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
