@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 
 SUSTAINED_THRESHOLD: Final = 0.85
 SUSTAINED_MIN: Final = timedelta(hours=1)
@@ -14,64 +17,211 @@ SUSTAINED_MIN: Final = timedelta(hours=1)
 MAX_GAP: Final = timedelta(minutes=15)
 HEADROOM_TARGET: Final = 0.85
 
-_SUSTAINED: Final = """
-WITH p AS (
-    SELECT cluster, scope, nodepool, node, resource, ts, usage / allocatable AS u
-    FROM cap_points
-    WHERE scope IN ('cluster', 'nodepool', 'node') AND resource IN ('cpu', 'memory')
-      AND allocatable > 0 AND usage IS NOT NULL AND ts >= ? AND ts < ? {cluster}
-),
-f AS (
-    SELECT *, u > ? AS hot,
-        lag(ts) OVER w AS prev_ts,
-        lag(u > ?) OVER w AS prev_hot
-    FROM p
-    WINDOW w AS (PARTITION BY cluster, scope, nodepool, node, resource ORDER BY ts)
-),
-g AS (
-    SELECT *, sum(CASE WHEN hot AND (prev_hot IS DISTINCT FROM TRUE OR ts - prev_ts > ?)
-                       THEN 1 ELSE 0 END)
-              OVER (PARTITION BY cluster, scope, nodepool, node, resource ORDER BY ts) AS run
-    FROM f
-)
-SELECT cluster, scope, nodepool, node, resource, min(ts) AS start, max(ts) AS "end",
-       avg(u) AS utilization_avg, max(u) AS utilization_max, count(*) AS samples
-FROM g WHERE hot
-GROUP BY cluster, scope, nodepool, node, resource, run
-HAVING max(ts) - min(ts) >= ?
-ORDER BY start, cluster, scope, nodepool NULLS FIRST, node NULLS FIRST, resource
+# Sustained runs are found in numpy over the base tables: window functions over the cap_points
+# view (a UNION ALL with joins) took 2 s for a month of 200 nodes. A point (one row of the view)
+# counts only with allocatable > 0 and usage not NULL; any other neither joins nor breaks a run.
+_NODE_UTILISATION: Final = """
+SELECT member_id, epoch_us(ts) AS ts,
+    CASE WHEN cpu_a > 0 THEN cpu_u / cpu_a END AS cpu,
+    CASE WHEN mem_a > 0 THEN mem_u / mem_a END AS memory
+FROM cap_node_values
+WHERE ts >= ? AND ts < ? {cluster}
+ORDER BY member_id, ts
 """
+_SCOPE_POINTS: Final = """
+FROM cap_scope_points
+WHERE scope IN ('cluster', 'nodepool') AND resource IN ('cpu', 'memory')
+  AND allocatable > 0 AND usage IS NOT NULL AND ts >= ? AND ts < ? {cluster}
+"""
+_SCOPE_SERIES: Final = (
+    f"SELECT cluster, scope, nodepool, resource, count(*) {_SCOPE_POINTS} "
+    "GROUP BY ALL ORDER BY cluster, scope, nodepool, resource"
+)
+# In the order of _SCOPE_SERIES, so its counts say where each series begins.
+_SCOPE_UTILISATION: Final = (
+    f"SELECT epoch_us(ts) AS ts, usage / allocatable AS u {_SCOPE_POINTS} "
+    "ORDER BY cluster, scope, nodepool, resource, ts"
+)
+_GAP_US: Final = MAX_GAP // timedelta(microseconds=1)
+_MIN_US: Final = SUSTAINED_MIN // timedelta(microseconds=1)
+_EPOCH: Final = datetime(1970, 1, 1)
+
+
+class _Run(NamedTuple):
+    """A sustained run of one member and resource; start and end in µs since the epoch."""
+
+    cluster: str | None
+    scope: str
+    nodepool: str | None
+    node: str | None
+    resource: str
+    start: int
+    end: int
+    avg: float
+    peak: float
+    samples: int
 
 
 def _iso(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _at(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@contextmanager
+def _snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The block's queries see one state of the read model, as a single query would."""
+    # Outside a transaction every statement gets a new id, and a catch-up committing between two
+    # of them would mix two states; inside the caller's (the report's), BEGIN would fail and
+    # abort it, and its snapshot is already the one to read.
+    probe = "SELECT current_transaction_id()"
+    if con.execute(probe).fetchone() == con.execute(probe).fetchone():
+        yield
+        return
+    con.begin()
+    try:
+        yield
+    finally:
+        con.rollback()
+
+
+#: start and end (µs), avg, max and samples of a run.
+_Figures = tuple[int, int, float, float, int]
+
+
+def _runs(
+    part: npt.NDArray[Any], ts: npt.NDArray[Any], utilisation: npt.NDArray[Any]
+) -> Iterator[tuple[int, _Figures]]:
+    """The part and figures of each sustained run in rows sorted by part (a series), then ts.
+
+    Rows whose utilisation is masked (NULL) are not points: they neither join nor break runs.
+    """
+    masked = np.ma.asarray(utilisation, dtype=np.float64)
+    ts, u = np.asarray(ts, np.int64), np.ma.getdata(masked)
+    if masked.mask is not np.ma.nomask and masked.mask.any():
+        kept = ~masked.mask
+        part, ts, u = part[kept], ts[kept], u[kept]
+    hot = u > SUSTAINED_THRESHOLD
+    # A row continues the run of the row before it when that one is hot, of the same series and
+    # at most MAX_GAP earlier; a hot row that does not starts a run.
+    joins = np.zeros(len(u), bool)
+    joins[1:] = hot[:-1] & (part[1:] == part[:-1]) & (np.diff(ts) <= _GAP_US)
+    rows = np.flatnonzero(hot)
+    heads = np.flatnonzero(~joins[rows])
+    if len(heads) == 0:
+        return
+    first, last = rows[heads], rows[np.append(heads[1:], len(rows)) - 1]
+    long = ts[last] - ts[first] >= _MIN_US
+    samples = np.diff(np.append(heads, len(rows)))[long]
+    avg = np.add.reduceat(u[rows], heads)[long] / samples
+    peak = np.maximum.reduceat(u[rows], heads)[long]
+    figures = zip(
+        ts[first[long]].tolist(),
+        ts[last[long]].tolist(),
+        avg.tolist(),
+        peak.tolist(),
+        samples.tolist(),
+        strict=True,
+    )
+    yield from zip(part[first[long]].tolist(), figures, strict=True)
+
+
+def _columns(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]
+) -> dict[str, npt.NDArray[Any]]:
+    """A query's columns as numpy arrays, NULLs masked."""
+    # Through Arrow: a month of 200 nodes' values arrives in 0.09 s, fetchnumpy() takes 0.13 s.
+    table = con.sql(sql, params=params).to_arrow_table()
+    out: dict[str, npt.NDArray[Any]] = {}
+    for name in table.column_names:
+        col = table[name]
+        values = col.to_numpy()
+        out[name] = (
+            np.ma.masked_array(values, col.is_null().to_numpy()) if col.null_count else values
+        )
+    return out
+
+
+def _order(run: _Run) -> tuple[Any, ...]:
+    """ORDER BY start, cluster, scope, nodepool NULLS FIRST, node NULLS FIRST, resource."""
+    # DuckDB puts NULL last unless told otherwise; None does not compare with a str.
+    return (
+        run.start,
+        run.cluster is None,
+        run.cluster or "",
+        run.scope,
+        run.nodepool is not None,
+        run.nodepool or "",
+        run.node is not None,
+        run.node or "",
+        run.resource,
+    )
+
+
+def _node_runs(
+    con: duckdb.DuckDBPyConnection, window: list[Any], cluster: str | None
+) -> list[_Run]:
+    """The sustained runs of nodes: a series per member and resource."""
+    sql, params = _NODE_UTILISATION.format(cluster=""), window
+    if cluster is not None:
+        sql = _NODE_UTILISATION.format(
+            cluster="AND member_id IN (SELECT member_id FROM cap_members WHERE cluster = ?)"
+        )
+        params = [*window, cluster]
+    members = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT member_id, cluster, nodepool, node FROM cap_members"
+        ).fetchall()
+    }
+    cols = _columns(con, sql, params)
+    found = []
+    for resource in ("cpu", "memory"):
+        for member, figures in _runs(cols["member_id"], cols["ts"], cols[resource]):
+            c, nodepool, node = members[member]
+            found.append(_Run(c, "node", nodepool, node, resource, *figures))
+    return found
+
+
+def _scope_runs(
+    con: duckdb.DuckDBPyConnection, window: list[Any], cluster: str | None
+) -> list[_Run]:
+    """The sustained runs of clusters and node pools: a series per member and resource."""
+    clause, params = ("", window) if cluster is None else ("AND cluster = ?", [*window, cluster])
+    series = con.execute(_SCOPE_SERIES.format(cluster=clause), params).fetchall()
+    cols = _columns(con, _SCOPE_UTILISATION.format(cluster=clause), params)
+    part = np.repeat(np.arange(len(series)), [s[4] for s in series])
+    found = []
+    for i, figures in _runs(part, cols["ts"], cols["u"]):
+        c, scope, nodepool, resource, _ = series[i]
+        found.append(_Run(c, scope, nodepool, None, resource, *figures))
+    return found
+
+
 def sustained(
     con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, cluster: str | None = None
 ) -> list[dict[str, Any]]:
     """Runs above 85 % CPU or memory utilisation lasting at least an hour, per member."""
-    params: list[Any] = [start, end]
-    clause = ""
-    if cluster is not None:
-        clause, params = "AND cluster = ?", [*params, cluster]
-    params += [SUSTAINED_THRESHOLD, SUSTAINED_THRESHOLD, MAX_GAP, SUSTAINED_MIN]
-    rows = con.execute(_SUSTAINED.format(cluster=clause), params).fetchall()
+    with _snapshot(con):
+        runs = _node_runs(con, [start, end], cluster) + _scope_runs(con, [start, end], cluster)
+    runs.sort(key=_order)
     return [
         {
-            "cluster": r[0],
-            "scope": r[1],
-            "nodepool": r[2],
-            "node": r[3],
-            "resource": r[4],
-            "start": _iso(r[5]),
-            "end": _iso(r[6]),
-            "duration_seconds": (r[6] - r[5]).total_seconds(),
-            "utilization_avg": r[7],
-            "utilization_max": r[8],
-            "samples": r[9],
+            "cluster": r.cluster,
+            "scope": r.scope,
+            "nodepool": r.nodepool,
+            "node": r.node,
+            "resource": r.resource,
+            "start": _iso(_at(r.start)),
+            "end": _iso(_at(r.end)),
+            "duration_seconds": (_at(r.end) - _at(r.start)).total_seconds(),
+            "utilization_avg": r.avg,
+            "utilization_max": r.peak,
+            "samples": r.samples,
         }
-        for r in rows
+        for r in runs
     ]
 
 
