@@ -32,7 +32,7 @@ from analytics.readmodel import ReadModel  # noqa: E402
 from analytics.registry import default_projections  # noqa: E402
 from analytics.report_data import Month, gather  # noqa: E402
 from analytics.runner import Runner  # noqa: E402
-from analytics.storage import forecasts  # noqa: E402
+from analytics.storage import forecasts, month_end_forecasts  # noqa: E402
 from api.report.html import render  # noqa: E402
 from ingest import demo  # noqa: E402
 from store.contract import Event, batch_from_columns, samples_event, validate_event  # noqa: E402
@@ -200,15 +200,27 @@ def discrete_events(incidents: int, findings: int, seed: int) -> list[Event]:
 
 
 def build(root: Path, fill: Callable[[Ledger], None]) -> tuple[Ledger, ReadModel, float]:
-    """A migrated ledger filled by `fill` and a caught-up read model; seconds to project."""
+    """A migrated ledger filled by `fill` and a read model caught up while the month runs.
+
+    The clock stands an hour before the month's end, so the storage projection keeps no
+    month-end forecasts yet: a report now fits every PVC on request (the baseline).
+    """
     url = f"sqlite:///{root / 'ledger.db'}"
     upgrade(url)
     ledger = Ledger.from_url(url)
     fill(ledger)
     model = ReadModel(root / "analytics.duckdb")
+    in_month = Month.parse(MONTH).end - dt.timedelta(hours=1)
+    started = time.perf_counter()
+    Runner(ledger, model, default_projections(), clock=lambda: in_month).catch_up()
+    return ledger, model, time.perf_counter() - started
+
+
+def keep_month_end(ledger: Ledger, model: ReadModel) -> float:
+    """Seconds the catch-up takes once the clock has passed the month's end (it keeps it)."""
     started = time.perf_counter()
     Runner(ledger, model, default_projections()).catch_up()
-    return ledger, model, time.perf_counter() - started
+    return time.perf_counter() - started
 
 
 def time_report(ledger: Ledger, model: ReadModel, repeat: int) -> dict[str, Any]:
@@ -232,10 +244,13 @@ def time_report(ledger: Ledger, model: ReadModel, repeat: int) -> dict[str, Any]
     t1 = time.perf_counter()
     sustained(con, month.start, month.end)
     t2 = time.perf_counter()
+    month_end_forecasts(con, month.end)
+    t3 = time.perf_counter()
     figures: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     figures |= {
         "forecasts alone": t1 - t0,
         "sustained alone": t2 - t1,
+        "month-end forecasts alone": t3 - t2,
         "bytes": size,
         "pvcs": data["storage"]["count"],
         "incidents": data["incidents"]["month"]["total"]["incidents"],
@@ -243,13 +258,34 @@ def time_report(ledger: Ledger, model: ReadModel, repeat: int) -> dict[str, Any]
     return figures
 
 
-def _print(name: str, f: dict[str, Any], project_s: float) -> None:
-    print(f"{name}: projected in {project_s:.1f} s; {f['pvcs']} PVCs, "
-          f"{f['incidents']} incidents; report {f['bytes'] / 1024:.0f} KiB")  # fmt: skip
-    print(f"  gather {f['gather']:.3f} s + render {f['render']:.3f} s = {f['total']:.3f} s")
+def measure(
+    name: str, root: Path, fill: Callable[[Ledger], None], repeat: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build a month; time its report before and after the month end is kept; print both."""
+    ledger, model, project_s = build(root, fill)
+    try:
+        baseline = time_report(ledger, model, 1)
+        keep_s = keep_month_end(ledger, model)
+        f = time_report(ledger, model, repeat)
+    finally:
+        model.close()
+        ledger.engine.dispose()
+    print(f"{name}: projected in {project_s:.1f} s, then {keep_s:.1f} s keeping the month-end "
+          f"forecasts; {f['pvcs']} PVCs, {f['incidents']} incidents; "
+          f"report {f['bytes'] / 1024:.0f} KiB")  # fmt: skip
+    _print(f, "report")
+    _print(baseline, "baseline: the same report before the month end was kept, once")
+    print(f"  report / baseline = {f['total'] / baseline['total']:.3f}")
+    return f, baseline
+
+
+def _print(f: dict[str, Any], title: str) -> None:
+    print(f"  {title}:")
+    print(f"    gather {f['gather']:.3f} s + render {f['render']:.3f} s = {f['total']:.3f} s")
     for part in ("capacity", "storage", "findings, incidents, cost"):
-        print(f"    gather, {part}: {f[part]:.3f} s")
-    print(f"    (alone: forecasts() {f['forecasts alone']:.3f} s, "
+        print(f"      gather, {part}: {f[part]:.3f} s")
+    print(f"      (alone: month_end_forecasts() {f['month-end forecasts alone']:.3f} s, "
+          f"forecasts() fitting every PVC {f['forecasts alone']:.3f} s, "
           f"sustained() {f['sustained alone']:.3f} s)")  # fmt: skip
 
 
@@ -267,36 +303,27 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="opsledger-report-bench-") as tmp:
         if not args.skip_demo:
-            root = Path(tmp) / "demo"
-            root.mkdir()
             end = parse_rfc3339_us("2026-11-01T00:00:00Z")
 
             def load_demo(led: Ledger) -> None:
                 demo.load(led, dt.date(2026, 10, 1), end)
 
-            ledger, model, project_s = build(root, load_demo)
-            _print("demo month", time_report(ledger, model, args.repeat), project_s)
-            model.close()
-            ledger.engine.dispose()
-        root = Path(tmp) / "synthetic"
-        root.mkdir()
+            (Path(tmp) / "demo").mkdir()
+            measure("demo month", Path(tmp) / "demo", load_demo, args.repeat)
 
         def fill(led: Ledger) -> None:
             for ev in sample_events(args.nodes, args.namespaces, args.pvcs, args.seed):
                 led.append([ev])
             led.append(discrete_events(args.incidents, args.findings, args.seed))
 
-        ledger, model, project_s = build(root, fill)
-        f = time_report(ledger, model, args.repeat)
         name = (f"synthetic month ({args.nodes} nodes, {args.pvcs} PVCs, "
                 f"{args.incidents} incidents)")  # fmt: skip
-        _print(name, f, project_s)
+        (Path(tmp) / "synthetic").mkdir()
+        f, baseline = measure(name, Path(tmp) / "synthetic", fill, args.repeat)
         ratio = f["total"] / TARGET_S
         verdict = "PASS" if f["total"] < TARGET_S else "MISS"
         print(f"target: < {TARGET_S:.1f} s; measured {f['total']:.3f} s = {ratio:.2f} x the "
-              f"target: {verdict}")  # fmt: skip
-        model.close()
-        ledger.engine.dispose()
+              f"target: {verdict} (baseline {baseline['total']:.3f} s)")  # fmt: skip
     return 0
 
 
