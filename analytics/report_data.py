@@ -49,6 +49,7 @@ PVC_BUCKET_S: Final = 2 * 3600
 OPEN_FINDINGS_ROWS: Final = 15
 _RESOURCES: Final[tuple[Resource, ...]] = ("cpu", "memory")
 _EPOCH: Final = datetime(1970, 1, 1)
+_INSERT_CHUNK: Final = 500
 
 
 class ReportError(ValueError):
@@ -123,7 +124,11 @@ def _us(t: datetime) -> int:
 
 
 def _parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    """An instant as iso() writes it, naive UTC."""
+    # fromisoformat is some 40 times faster than strptime: a month's trends hold 27,000.
+    if len(text) != 20 or text[-1] != "Z":
+        raise ValueError(f"not an RFC 3339 UTC instant with whole seconds: {text!r}")
+    return datetime.fromisoformat(text[:-1])
 
 
 @contextmanager
@@ -584,10 +589,7 @@ def _incident_period(
     mem = duckdb.connect(":memory:")
     try:
         mem.execute(INCIDENTS_DDL)
-        if rows:
-            mem.executemany(
-                f"INSERT INTO incidents VALUES ({', '.join(['?'] * len(rows[0]))})", rows
-            )
+        _insert_rows(mem, "incidents", rows)
         by_sev = {g["key"]["severity"]: g for g in metrics(mem, start, end, ["severity"])}
         total = metrics(mem, start, end, [])
         judged = breaches(mem, start, end, end)
@@ -654,6 +656,18 @@ def _incident_period(
         return out
     finally:
         mem.close()
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert rows with one multi-row VALUES statement per chunk of them."""
+    # executemany plans each row on its own: about 1 ms a row, 0.3 s for 300 incidents.
+    for i in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[i : i + _INSERT_CHUNK]
+        row = f"({', '.join(['?'] * len(chunk[0]))})"
+        con.execute(
+            f"INSERT INTO {table} VALUES {', '.join([row] * len(chunk))}",
+            [v for r in chunk for v in r],
+        )
 
 
 # -- the executive summary ----------------------------------------------------------------------
