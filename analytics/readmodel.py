@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import duckdb
 
@@ -13,6 +14,20 @@ _LOCKED_SETTINGS: Final = (
     "SET autoinstall_known_extensions = false",
     "SET autoload_known_extensions = false",
 )
+#: Rows per INSERT of insert_rows.
+_INSERT_CHUNK: Final = 500
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert rows with one multi-row VALUES statement per chunk of them."""
+    # executemany plans each row on its own: about 1 ms a row, 0.3 s for 300 incidents.
+    for i in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[i : i + _INSERT_CHUNK]
+        row = f"({', '.join(['?'] * len(chunk[0]))})"
+        con.execute(
+            f"INSERT INTO {table} VALUES {', '.join([row] * len(chunk))}",
+            [v for r in chunk for v in r],
+        )
 
 
 class ReadModelBusy(RuntimeError):

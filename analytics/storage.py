@@ -11,6 +11,7 @@ import duckdb
 import numpy as np
 
 from analytics.forecast import Method, forecast_pvc
+from analytics.readmodel import insert_rows
 from analytics.samples import samples_table
 from store.contract import METRIC_SAMPLES
 from store.ledger import RecordedEvent
@@ -171,11 +172,8 @@ def _keep(
     items: list[tuple[tuple[str | None, str | None, str | None], dict[str, Any]]],
 ) -> None:
     """Store forecasts as of a month end."""
-    if items:
-        con.executemany(
-            f"INSERT INTO pvc_month_end VALUES ({', '.join(['?'] * (4 + len(_FIELDS)))})",
-            [[boundary, *key, *(item[f] for f in _FIELDS)] for key, item in items],
-        )
+    rows = [[boundary, *key, *(item[f] for f in _FIELDS)] for key, item in items]
+    insert_rows(con, "pvc_month_end", rows)
 
 
 def month_end_forecasts(
