@@ -186,6 +186,14 @@ def test_late_samples_make_kept_forecasts_stale_until_refitted(
     ledger.append([late_event(datetime(2026, 11, 2), 0.10)])
     runner.catch_up()
     assert kept_rows(model) == kept
+    # One scrape spanning the month's end (a collector back-filling): its October half is late.
+    ledger.append([late_event(datetime(2026, 10, 31, 20), 0.99)])
+    runner.catch_up(max_batches=1)
+    stale = con.execute("SELECT DISTINCT boundary, pvc FROM pvc_month_end_stale ORDER BY ALL")
+    assert stale.fetchall() == [(NOV, "data-1"), (NOV, "late-0")]
+    assert month_end_forecasts(con, NOV) == fitted(model, NOV)
+    runner.catch_up()
+    assert kept_rows(model) != kept and month_end_forecasts(con, NOV) == fitted(model, NOV)
 
 
 @pytest.mark.parametrize(
