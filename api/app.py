@@ -77,7 +77,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             409,
             f"{exc}; nothing was written",
             conflicts=[
-                {"index": c.index, "source": c.source, "id": c.id, "position": c.position}
+                {
+                    "index": c.index,
+                    "source": c.source,
+                    "id": c.id,
+                    "position": c.position,
+                    "first_index": c.first_index,
+                }
                 for c in exc.conflicts
             ],
         )

@@ -98,12 +98,18 @@ class ErrorResponse(BaseModel):
 
 
 class ConflictItem(BaseModel):
-    """An event whose (source, id) is recorded with different content."""
+    """An event whose (source, id) is recorded, or earlier in the batch, with other content."""
 
-    index: int
+    index: int = Field(description="Index of the event in the request.")
     source: str
     id: str
-    position: int
+    position: int | None = Field(
+        description="Position where the pair is recorded; null when it conflicts with an "
+        "earlier event of the same request."
+    )
+    first_index: int | None = Field(
+        None, description="Index of the earlier event of the same request with other content."
+    )
 
 
 class ConflictResponse(BaseModel):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
 
-from store.contract import ContractError, Problem, validate_events
+from store.contract import ContractError, Problem, validate_batch
+from store.errors import ConflictError
 from store.ledger import AppendResult, Ledger
 
 SINGLE_TYPES: Final = frozenset({"application/cloudevents+json"})
@@ -47,11 +49,22 @@ def decode_body(body: bytes, content_type: str | None) -> list[Any]:
 
 
 def ingest(ledger: Ledger, raws: Sequence[Any], max_batch: int) -> AppendResult:
-    """Validate every event, then append them atomically; raises ContractError or ConflictError."""
+    """Validate every event, then append them atomically; raises ContractError or ConflictError.
+
+    Exact re-deliveries within the batch count as duplicates, as they do across batches.
+    """
     if not raws:
         raise ContractError([Problem(0, "", "a batch must hold at least one event")])
     if len(raws) > max_batch:
         raise ContractError(
             [Problem(max_batch, "", f"a batch holds at most {max_batch} events, got {len(raws)}")]
         )
-    return ledger.append(validate_events(raws))
+    batch = validate_batch(raws)
+    try:
+        result = ledger.append(batch.events)
+    except ConflictError as exc:
+        # The ledger numbers the folded batch; the client needs indexes of its own request.
+        raise ConflictError(
+            [dataclasses.replace(c, index=batch.origins[c.index]) for c in exc.conflicts]
+        ) from None
+    return dataclasses.replace(result, duplicates=result.duplicates + batch.repeats)

@@ -75,7 +75,9 @@ def import_bytes(
     items = split_items(text)
     result = ImportResult()
     valid: list[tuple[str, Event]] = []
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], tuple[str, bytes]] = {}
+    # Exact re-deliveries (at-least-once pipelines) are duplicates; where each one stands.
+    repeats: dict[tuple[str, str], list[str]] = {}
     for n, (where, raw) in enumerate(items):
         if progress is not None and n % 1000 == 0:
             progress(n, len(items))
@@ -90,9 +92,19 @@ def import_bytes(
         except ContractError as exc:
             result.rejected.extend(Rejection(where, p.field, p.reason) for p in exc.problems)
             continue
-        first = seen.setdefault((ev.source, ev.id), where)
-        if first != where:
-            result.rejected.append(Rejection(where, "id", f"repeats (source, id) of {first}"))
+        key = (ev.source, ev.id)
+        first = seen.setdefault(key, (where, ev.digest))
+        if first[0] != where:
+            if first[1] == ev.digest:
+                repeats.setdefault(key, []).append(where)
+            else:
+                result.rejected.append(
+                    Rejection(
+                        where,
+                        "id",
+                        f"conflicts with {first[0]}: same (source, id), different content",
+                    )
+                )
             continue
         valid.append((where, ev))
     if progress is not None:
@@ -104,19 +116,22 @@ def import_bytes(
             res = ledger.append([ev for _, ev in valid])
         except ConflictError as exc:
             for c in exc.conflicts:
-                result.rejected.append(
-                    Rejection(
-                        valid[c.index][0],
-                        "id",
-                        f"conflicts with the event at position {c.position}: same (source, id), "
-                        "different content",
-                    )
+                where, ev = valid[c.index]
+                reason = (
+                    f"conflicts with the event at position {c.position}: same (source, id), "
+                    "different content"
+                )
+                result.rejected.append(Rejection(where, "id", reason))
+                # Its re-deliveries carry the same content, so they conflict the same way.
+                result.rejected.extend(
+                    Rejection(w, "id", reason) for w in repeats.pop((ev.source, ev.id), [])
                 )
             if not skip_invalid:
                 return result
             bad = {c.index for c in exc.conflicts}
             valid = [v for i, v in enumerate(valid) if i not in bad]
             continue
-        result.accepted, result.duplicates, result.written = res.accepted, res.duplicates, True
+        result.accepted, result.written = res.accepted, True
+        result.duplicates = res.duplicates + sum(len(w) for w in repeats.values())
         break
     return result

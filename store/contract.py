@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from store import datamodels
+from store.errors import Conflict, ConflictError
 from store.timefmt import MAX_US, TimeFormatError, format_us, parse_rfc3339_us
 
 SPECVERSION: Final = "1.0"
@@ -205,26 +206,52 @@ def validate_event(raw: Any, index: int = 0) -> Event:
     return event
 
 
+@dataclass(frozen=True, slots=True)
+class ValidBatch:
+    """A validated batch: each `(source, id)` once, and how many exact re-deliveries were folded."""
+
+    events: list[Event]
+    repeats: int
+    #: For each event of `events`, the index of its first occurrence in the request.
+    origins: list[int]
+
+
 def validate_events(raws: Sequence[Any]) -> list[Event]:
-    """Validate a batch; raises ContractError listing every problem, or returns all events."""
+    """Validate a batch; its events, each `(source, id)` once (see `validate_batch`)."""
+    return validate_batch(raws).events
+
+
+def validate_batch(raws: Sequence[Any]) -> ValidBatch:
+    """Validate a batch, folding exact re-deliveries of an event into one.
+
+    CloudEvents lets consumers treat the same `(source, id)` as one event, and at-least-once
+    pipelines re-deliver inside one file or batch: identical content is a repeat (counted),
+    other content a conflict. Raises ContractError listing every problem, then ConflictError.
+    """
     problems: list[Problem] = []
     events: list[Event] = []
+    origins: list[int] = []
     seen: dict[tuple[str, str], int] = {}
+    conflicts: list[Conflict] = []
+    repeats = 0
     for index, raw in enumerate(raws):
         event = _validate(raw, index, problems)
         if event is None:
             continue
         key = (event.source, event.id)
-        first = seen.setdefault(key, index)
-        if first != index:
-            problems.append(
-                Problem(index, "id", f"repeats (source, id) of the event at index {first}")
-            )
-            continue
-        events.append(event)
+        first = seen.setdefault(key, len(events))
+        if first == len(events):
+            events.append(event)
+            origins.append(index)
+        elif events[first].digest == event.digest:
+            repeats += 1
+        else:
+            conflicts.append(Conflict(index, event.source, event.id, None, origins[first]))
     if problems:
         raise ContractError(problems)
-    return events
+    if conflicts:
+        raise ConflictError(conflicts)
+    return ValidBatch(events, repeats, origins)
 
 
 def reason_of(err: Mapping[str, Any]) -> str:

@@ -7,23 +7,31 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """An event whose (source, id) is already recorded with different content."""
+    """An event whose (source, id) is recorded, or earlier in its batch, with other content."""
 
     index: int
     source: str
     id: str
-    position: int
+    position: int | None
+    first_index: int | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the other content is: a ledger position or an earlier index of the batch."""
+        if self.position is not None:
+            return f"is recorded at position {self.position}"
+        return f"is at index {self.first_index} of the same batch"
 
 
 class ConflictError(Exception):
-    """Some events reuse a recorded (source, id) with different content; nothing was written."""
+    """Some events reuse a (source, id) with different content; nothing was written."""
 
     def __init__(self, conflicts: list[Conflict]) -> None:
         self.conflicts = conflicts
         c = conflicts[0]
         super().__init__(
             f"{len(conflicts)} event(s) conflict; first: (source={c.source!r}, id={c.id!r}) "
-            f"is recorded at position {c.position} with different content"
+            f"{c.where} with different content"
         )
 
 

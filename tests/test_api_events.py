@@ -143,7 +143,9 @@ def test_conflict_same_source_and_id_other_content_writes_nothing(bed: Bed) -> N
     body = r.json()
     assert isinstance(body["detail"], str) and "nothing was written" in body["detail"]
     assert body["errors"] == []
-    assert body["conflicts"] == [{"index": 0, "source": SOURCE, "id": "pod-1", "position": 2}]
+    assert body["conflicts"] == [
+        {"index": 0, "source": SOURCE, "id": "pod-1", "position": 2, "first_index": None}
+    ]
     assert bed.state() == before
     assert all_events(bed)[1]["data"]["restarts"] == 3
 
@@ -155,7 +157,9 @@ def test_conflict_in_a_mixed_batch_writes_none_of_the_new_events(bed: Bed) -> No
     r = post_raw(bed, batch, BATCH)
     assert r.status_code == 409, r.text
     body = r.json()
-    assert body["conflicts"] == [{"index": 1, "source": SOURCE, "id": "pod-1", "position": 2}]
+    assert body["conflicts"] == [
+        {"index": 1, "source": SOURCE, "id": "pod-1", "position": 2, "first_index": None}
+    ]
     assert bed.state() == before
     assert ids(all_events(bed)) == ["inc-1-opened", "pod-1"]
 

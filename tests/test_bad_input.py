@@ -314,11 +314,13 @@ CASES: dict[str, Case] = {
         ((0, "data.samples[2]", "repeats the series and ts of data.samples[0]"),),
     ),
     # -- batches -------------------------------------------------------------------------
-    "duplicate-source-id-in-batch": Case(
+    # The same (source, id) with other content in one batch: a conflict, like one with the
+    # ledger (an exact re-delivery would be a duplicate: tests/test_redelivery.py).
+    "conflicting-source-id-in-batch": Case(
         js([pod_status("twin"), pod_status("twin", restarts=4)]),
         BATCH,
-        422,
-        ((1, "id", "index 0"),),
+        409,
+        detail="is at index 0 of the same batch with different content; nothing was written",
     ),
     "too-many-events": Case(
         js([pod_status(f"many-{i}") for i in range(MAX_BATCH + 1)]),
@@ -703,7 +705,10 @@ def test_import_conflicts_and_repeats_are_rejected(home: Home) -> None:
         ["import", home.write("conflict2.jsonl", jsonl(pod_status("new-2"), changed))],
     )
     assert r.returncode == 1, r
-    assert "line 4: id: repeats (source, id) of line 1" in r.stderr
+    # Line 3 is an exact re-delivery of line 1 (a duplicate); line 4 reuses its id with other
+    # content, a conflict that keeps the whole file out.
+    assert "line 4: id: conflicts with line 1: same (source, id), different content" in r.stderr
+    assert "line 3" not in r.stderr
     assert home.state() == before
     r = r2
     assert r.returncode == 1, r
