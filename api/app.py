@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from analytics.projector import Projector
 from analytics.query_service import QueryService
+from api.disk_full import install as install_disk_full
 from api.incident_schemas import Incident as IncidentBody
 from api.metrics import install as install_metrics
 from api.routes import capacity, collectors, events, health, incidents, sla, storage
@@ -216,6 +217,7 @@ def create_app(
     app.state.settings = settings
     app.state.ledger = ledger or Ledger.from_url(settings.ledger_url)
     _install_error_handlers(app)
+    install_disk_full(app)
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(projection_routes.router)

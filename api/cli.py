@@ -88,10 +88,19 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Create or migrate the ledger's tables to the latest revision."""
-    from store.migrate import current_revision, upgrade
+    from alembic.util import CommandError
+    from rich.markup import escape
+
+    from store.migrate import NewerLedgerError, current_revision, upgrade
 
     url = get_settings().ledger_url
-    upgrade(url, revision)
+    try:
+        upgrade(url, revision)
+    except NewerLedgerError as exc:
+        # Refused before Alembic ran: nothing was changed.
+        raise _fail(escape(str(exc))) from None
+    except CommandError as exc:
+        raise _fail(escape(f"revision {revision}: {exc}"), 2) from None
     now = current_revision(_ledger().engine)
     err.print(f"ledger at {display_url(url)} is at revision {now}", highlight=False)
 
@@ -396,10 +405,22 @@ def serve(
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
+    from rich.markup import escape
 
     from api.app import create_app
+    from store.engine import make_engine
+    from store.migrate import check_current
 
     settings = get_settings()
+    # Serving a ledger that is unmigrated, behind, or migrated by a newer release would fail
+    # request by request (or worse, write rows a newer schema does not expect): refuse up front.
+    engine = make_engine(settings.ledger_url)
+    try:
+        problem = check_current(engine).problem
+    finally:
+        engine.dispose()
+    if problem is not None:
+        raise _fail(escape(problem))
     err.print(
         f"serving http://{host}:{port}  (ledger {display_url(settings.ledger_url)})",
         highlight=False,
