@@ -13,6 +13,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.cli_backup import backup, restore, verify
 from api.cli_collectors import collect, collectors_app
 from api.cli_common import delegate as _delegate
 from api.cli_common import err, out
@@ -81,6 +82,16 @@ app.command(
     "`opsledger export capacity_daily --partition month --out s3://bucket/opsledger`",
 )(export)
 app.command("digest", epilog="Example: `opsledger digest --since 24h --format markdown`")(digest)
+app.command("backup", epilog="Example: `opsledger backup /backups/opsledger/2026-11-26`")(backup)
+app.command(
+    "restore",
+    epilog="Example: `opsledger restore /backups/opsledger/2026-11-26 --force`",
+)(restore)
+app.command(
+    "verify",
+    epilog="Examples: `opsledger verify --json > manifest.json`, "
+    "`opsledger verify --manifest /backups/opsledger/2026-11-26`",
+)(verify)
 
 
 @db_app.command("upgrade", epilog="Example: `opsledger db upgrade`")
