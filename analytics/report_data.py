@@ -32,6 +32,7 @@ from analytics.trends import Resource, trends
 from store.incident_state import SEVERITIES
 from store.ledger import Ledger
 from store.schema import events
+from store.timefmt import MAX_YEAR, MIN_YEAR
 
 MONTH_RE: Final = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 #: The seed's thresholds: nodes run hot above 85 %, volumes are expanded at 90 %.
@@ -76,6 +77,8 @@ class Month:
         m = MONTH_RE.match(text)
         if m is None:
             raise ReportError(f"month must be YYYY-MM, got {text[:40]!r}")
+        if not MIN_YEAR <= int(m.group(1)) <= MAX_YEAR:
+            raise ReportError(f"month {text} is out of range {MIN_YEAR}-01 .. {MAX_YEAR}-12")
         try:
             start = datetime(int(m.group(1)), int(m.group(2)), 1)
             end = _next_month(start)

@@ -20,6 +20,7 @@ from analytics.query_service import QueryService
 from api.disk_full import install as install_disk_full
 from api.incident_schemas import Incident as IncidentBody
 from api.metrics import install as install_metrics
+from api.openapi import install as install_openapi
 from api.routes import capacity, collectors, events, health, incidents, sla, storage
 from api.routes import digest as digest_routes
 from api.routes import exports as export_routes
@@ -233,4 +234,5 @@ def create_app(
     app.include_router(report_routes.router)
     app.include_router(metrics_routes.router)
     install_metrics(app, settings)
+    install_openapi(app)
     return app

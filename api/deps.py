@@ -73,6 +73,8 @@ def require(scope: Scope) -> Callable[..., object]:
             )
         return key
 
+    # api/openapi.py declares 401 (and 403 for scopes above read) on every route using it.
+    dependency.opsledger_scope = scope  # type: ignore[attr-defined]
     return dependency
 
 

@@ -112,10 +112,9 @@ class ConflictItem(BaseModel):
     )
 
 
-class ConflictResponse(BaseModel):
-    """409: some (source, id) pairs are recorded with different content."""
+class ConflictResponse(ErrorResponse):
+    """409: some (source, id) pairs are recorded, or earlier in the batch, with other content."""
 
-    detail: str
     conflicts: list[ConflictItem]
 
 

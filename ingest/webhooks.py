@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ingest.events import BodyError
 from store.contract import ContractError, Event, event_to_cloudevent, validate_events
@@ -264,11 +264,18 @@ class _Alert(_Lax):
     labels: dict[str, str]
     annotations: dict[str, str] = {}
     startsAt: Timestamp
-    endsAt: str | None = None
-    fingerprint: str | None = None
+    # Firing alerts carry Alertmanager's zero time 0001-01-01T00:00:00Z: read only once resolved.
+    endsAt: str | None = Field(None, description="RFC 3339; required when `status` is resolved.")
+    fingerprint: str | None = Field(
+        None,
+        # It becomes part of the incident id `am-<fingerprint>-<startsAt>`, at most 128 long.
+        json_schema_extra={"pattern": r"^[A-Za-z0-9._:-]{1,90}$"},
+    )
 
 
-class _AlertmanagerPayload(_Lax):
+class AlertmanagerPayload(_Lax):
+    """Alertmanager's webhook payload (version 4); fields opsledger does not read are ignored."""
+
     version: Literal["4"]
     receiver: str | None = None
     externalURL: str | None = None
@@ -305,7 +312,7 @@ def alertmanager_incident_id(fingerprint: str, starts_us: int) -> str:
 
 def translate_alertmanager(doc: Any, rules: AlertmanagerRules) -> Translation:
     """Firing alerts open incidents; resolved ones resolve them (and open them, if unseen)."""
-    payload: _AlertmanagerPayload = _parse(_AlertmanagerPayload, doc, _alert_index)
+    payload: AlertmanagerPayload = _parse(AlertmanagerPayload, doc, _alert_index)
     source = alertmanager_source(payload.receiver, payload.externalURL)
     faults: list[Fault] = []
     drafts: list[_Draft] = []
@@ -413,7 +420,8 @@ class _Ref(_Lax):
 
 
 class _Incident(_Lax):
-    id: str
+    # The incident id becomes `pd-<id>`, at most 128 letters, digits, '.', '_', ':' or '-'.
+    id: str = Field(json_schema_extra={"pattern": r"^[A-Za-z0-9._:-]{1,125}$"})
     title: str | None = None
     priority: _Ref | None = None
     urgency: str | None = None
@@ -428,7 +436,9 @@ class _PdEvent(_Lax):
     data: _Incident
 
 
-class _PdPayload(_Lax):
+class PagerDutyPayload(_Lax):
+    """A PagerDuty V3 webhook payload; fields opsledger does not read are ignored."""
+
     event: _PdEvent
 
 
@@ -467,7 +477,7 @@ def translate_pagerduty(doc: Any, rules: PagerDutyRules) -> Translation:
     if kind is None:
         reason = f"{envelope.event.event_type} does not change an incident's lifecycle"
         return Translation(ignored=[Skipped(None, envelope.event.id, reason)])
-    payload: _PdPayload = _parse(_PdPayload, doc, _none)
+    payload: PagerDutyPayload = _parse(PagerDutyPayload, doc, _none)
     ev = payload.event
     faults: list[Fault] = []
     when = _time(ev.occurred_at, None, "event.occurred_at", faults)

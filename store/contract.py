@@ -67,7 +67,9 @@ MAX_SAMPLES_PER_EVENT: Final = 1_000_000
 MAX_LABELS_PER_SERIES: Final = 32
 MAX_LABEL_VALUE_LENGTH: Final = 1024
 
-_CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+#: A cluster name: what the `cluster` attribute (and every cluster filter) accepts.
+CLUSTER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"
+_CLUSTER_RE = re.compile(CLUSTER_PATTERN)
 _METRIC_NAME_RE = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]{0,199}$")
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 _SAMPLE_KEYS = frozenset({"name", "labels", "ts", "value"})
@@ -466,7 +468,7 @@ def _samples(data: Mapping[str, Any], index: int, problems: list[Problem]) -> Sa
                     Problem(
                         index,
                         f"data.samples[{j}].ts",
-                        "must be Unix seconds from 1970 to the end of year 9999",
+                        "must be Unix seconds from 1970 to the end of year 2199",
                     )
                 )
                 continue

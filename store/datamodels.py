@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -13,11 +13,20 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from store.timefmt import TimeFormatError, parse_rfc3339_us
+from store.timefmt import (
+    DATE_PATTERN,
+    MAX_YEAR,
+    MIN_YEAR,
+    MONTH_PATTERN,
+    RFC3339_PATTERN,
+    TimeFormatError,
+    parse_rfc3339_us,
+)
 
 Severity = Literal["P0", "P1", "P2", "P3"]
 FindingSeverity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL"]
@@ -30,7 +39,14 @@ IncidentId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-_DURATION_RE = re.compile(r"^(\d+)(m|h|d)$")
+_DURATION_RE = re.compile(r"^(\d{1,6})(m|h|d)$")
+_DURATION_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
+#: The longest SLA target: a year.
+MAX_TARGET_MINUTES: Final = 366 * 24 * 60
+#: The largest amount of money one event may carry (a day's spend of one service, a month's
+#: budget): far above any real bill, and far enough below float64's range that sums and
+#: month-end projections of many of them stay finite.
+MAX_AMOUNT: Final = 1e12
 
 
 def _rfc3339(value: str) -> str:
@@ -48,18 +64,34 @@ def _iso_date(value: str) -> str:
         raise ValueError("must be a date YYYY-MM-DD") from None
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         raise ValueError("must be a date YYYY-MM-DD")
+    if not MIN_YEAR <= int(value[:4]) <= MAX_YEAR:
+        raise ValueError(f"must be a date from {MIN_YEAR} to {MAX_YEAR}")
     return value
 
 
 def _iso_month(value: str) -> str:
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
         raise ValueError("must be a month YYYY-MM")
+    if not MIN_YEAR <= int(value[:4]) <= MAX_YEAR:
+        raise ValueError(f"must be a month from {MIN_YEAR} to {MAX_YEAR}")
     return value
 
 
-Timestamp = Annotated[str, AfterValidator(_rfc3339)]
-IsoDate = Annotated[str, AfterValidator(_iso_date)]
-IsoMonth = Annotated[str, AfterValidator(_iso_month)]
+# The validators decide; the schemas tell clients (and OpenAPI) the same rule.
+Timestamp = Annotated[
+    str,
+    AfterValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]
+IsoDate = Annotated[
+    str,
+    AfterValidator(_iso_date),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": DATE_PATTERN}),
+]
+IsoMonth = Annotated[
+    str, AfterValidator(_iso_month), WithJsonSchema({"type": "string", "pattern": MONTH_PATTERN})
+]
+Amount = Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
 
 
 class _Strict(BaseModel):
@@ -200,7 +232,7 @@ class CostDaily(_Strict):
 
     date: IsoDate
     service: Name
-    amount: float
+    amount: Amount
     currency: Currency
 
 
@@ -208,18 +240,26 @@ class BudgetSet(_Strict):
     """`opsledger.budget.set`: the budget of one month."""
 
     month: IsoMonth
-    amount: float = Field(ge=0)
+    amount: Amount = Field(ge=0)
     currency: Currency
 
 
 def _duration(value: str) -> str:
     m = _DURATION_RE.match(value)
-    if value == "next_business_day" or (m is not None and int(m.group(1)) > 0):
+    if value == "next_business_day" or (
+        m is not None and 0 < int(m.group(1)) * _DURATION_MINUTES[m.group(2)] <= MAX_TARGET_MINUTES
+    ):
         return value
-    raise ValueError('must be a positive duration like "15m", "1h", "2d" or "next_business_day"')
+    raise ValueError(
+        'must be a positive duration up to 366d like "15m", "1h", "2d", or "next_business_day"'
+    )
 
 
-Target = Annotated[str, AfterValidator(_duration)]
+Target = Annotated[
+    str,
+    AfterValidator(_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^([0-9]{1,6}[mhd]|next_business_day)$"}),
+]
 
 
 def _workdays() -> list[Weekday]:

@@ -9,8 +9,23 @@ _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Every instant the product accepts lies in [MIN_US, MAX_US]: 1970 through 2199 (UTC).
+# Projections add horizons and look-backs (months, years) to the instants they fold; far
+# below datetime's year 9999, none of them can overflow.
 MIN_US = 0
-MAX_US = 253402300799999999  # 9999-12-31T23:59:59.999999Z
+MAX_US = 7258118399999999  # 2199-12-31T23:59:59.999999Z
+MIN_YEAR = 1970
+MAX_YEAR = 2199
+RANGE_TEXT = "1970-01-01T00:00:00Z .. 2199-12-31T23:59:59Z"
+#: The OpenAPI pattern of an instant: RFC 3339 with an offset, years 1970-2199.
+RFC3339_PATTERN = (
+    r"^(19[7-9]\d|2[01]\d\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt]([01]\d|2[0-3])"
+    r":[0-5]\d:[0-5]\d(\.\d{1,9})?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+#: The OpenAPI pattern of a month YYYY-MM, years 1970-2199.
+MONTH_PATTERN = r"^(19[7-9]\d|2[01]\d\d)-(0[1-9]|1[0-2])$"
+#: The OpenAPI pattern of a date YYYY-MM-DD, years 1970-2199.
+DATE_PATTERN = r"^(19[7-9]\d|2[01]\d\d)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
 
 
 def utc_now() -> datetime:
@@ -46,7 +61,7 @@ def parse_rfc3339_us(text: str) -> int:
     delta = naive - datetime(1970, 1, 1)
     us = (delta.days * 86400 + delta.seconds - offset) * 1_000_000 + delta.microseconds
     if us < MIN_US or us > MAX_US:
-        raise TimeFormatError("is outside 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59Z")
+        raise TimeFormatError(f"is outside {RANGE_TEXT}")
     return us
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from analytics.hotspots import growth, headroom, sustained
 from analytics.trends import trends
 from api.deps import ProjectorDep, ReadKey
+from api.params import INSTANT_NOTE, ClusterName, Instant, Month
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse, TrendsResponse
 from store.timefmt import TimeFormatError, parse_rfc3339_us, us_to_datetime
@@ -40,10 +41,13 @@ def window(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
 
 #: Query parameters the capacity routes share: the [from, to) window and the cluster filter.
 WindowFrom = Annotated[
-    str | None, Query(alias="from", description="Start (RFC 3339); default `to` − 30 days.")
+    Instant | None,
+    Query(alias="from", description=f"Start ({INSTANT_NOTE}); default `to` − 30 days."),
 ]
-WindowTo = Annotated[str | None, Query(description="End, exclusive (RFC 3339); default now.")]
-OnlyCluster = Annotated[str | None, Query(description="Only this cluster.")]
+WindowTo = Annotated[
+    Instant | None, Query(description=f"End, exclusive ({INSTANT_NOTE}); default now.")
+]
+OnlyCluster = Annotated[ClusterName | None, Query(description="Only this cluster.")]
 
 
 @router.get(
@@ -99,7 +103,8 @@ def get_headroom(
     _key: ReadKey,
     projector: ProjectorDep,
     as_of: Annotated[
-        str | None, Query(description="Evaluate as of this time (RFC 3339); default now.")
+        Instant | None,
+        Query(description=f"Evaluate as of this time ({INSTANT_NOTE}); default now."),
     ] = None,
     cluster: OnlyCluster = None,
 ) -> dict[str, Any]:
@@ -119,7 +124,7 @@ def get_headroom(
 def get_growth(
     _key: ReadKey,
     projector: ProjectorDep,
-    month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM.")],
+    month: Annotated[Month, Query(description="YYYY-MM, from 1970-01 to 2199-12.")],
     metric: Annotated[Literal["cpu", "memory", "pods", "nodes"], Query()] = "cpu",
     scope: Annotated[Literal["cluster", "nodepool", "node", "namespace"], Query()] = "cluster",
 ) -> dict[str, Any]:

@@ -14,11 +14,13 @@ from fastapi.responses import PlainTextResponse
 from analytics.digest import digest, render_markdown
 from analytics.readmodel import ReadModel
 from api.deps import ProjectorDep, ReadKey, SettingsDep
+from api.params import text_matching
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse
 
 router = APIRouter(prefix="/v1/digest", tags=["digest"])
 _SINCE = re.compile(r"^(\d{1,6})(m|h|d|w)$")
+SinceText = Annotated[str, text_matching(r"^[0-9]{1,6}[mhdw]$")]
 _UNITS: Final = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 SINCE_MIN: Final = timedelta(minutes=5)
 SINCE_MAX: Final = timedelta(days=31)
@@ -62,7 +64,8 @@ async def get_digest(
     projector: ProjectorDep,
     settings: SettingsDep,
     since: Annotated[
-        str, Query(description="What counts as new: a duration like 24h, 90m, 7d (5m–31d).")
+        SinceText,
+        Query(description="What counts as new: a duration like 24h, 90m, 7d (5m–31d)."),
     ] = "24h",
     format: Annotated[Literal["json", "markdown"], Query()] = "json",
 ) -> Any:

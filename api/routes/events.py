@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import LedgerDep, ReadKey, SettingsDep, WriteKey
+from api.params import INSTANT_NOTE, PAGE_CEILING, ClusterName, EventTypes, Instant
 from api.schemas import (
     EXAMPLE_EVENT,
     EXAMPLE_SAMPLES,
@@ -24,7 +25,7 @@ from store.timefmt import TimeFormatError, parse_rfc3339_us
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
-_event_schema = {"type": "object", "description": "A structured-mode CloudEvent (v1 contract)."}
+_event_schema = {"$ref": "#/components/schemas/CloudEvent"}
 _REQUEST_BODY: dict[str, Any] = {
     "required": True,
     "content": {
@@ -142,15 +143,23 @@ def get_events(
     ] = 0,
     limit: Annotated[
         int | None,
-        Query(ge=1, description="Most events to return (default 100, at most max_page_size)."),
+        Query(
+            ge=1,
+            le=PAGE_CEILING,
+            description="Most events to return (default 100, at most max_page_size).",
+        ),
     ] = None,
     type: Annotated[
-        list[str] | None,
+        list[EventTypes] | None,
         Query(description="Only these types (repeat the parameter or separate with commas)."),
     ] = None,
-    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
-    since: Annotated[str | None, Query(description="Event time ≥ this (RFC 3339).")] = None,
-    until: Annotated[str | None, Query(description="Event time < this (RFC 3339).")] = None,
+    cluster: Annotated[ClusterName | None, Query(description="Only this cluster.")] = None,
+    since: Annotated[
+        Instant | None, Query(description=f"Event time ≥ this ({INSTANT_NOTE}).")
+    ] = None,
+    until: Annotated[
+        Instant | None, Query(description=f"Event time < this ({INSTANT_NOTE}).")
+    ] = None,
 ) -> EventsPage:
     """Events in position order; follow `next_after` to read on without missing any."""
     if limit is None:

@@ -14,7 +14,8 @@ from analytics.datasets import DATASETS, Dataset
 from analytics.export_files import CONTENT_TYPES, FORMATS, Encoder, Format
 from analytics.exports import ExportQuery, Rows, ledger_rows, read_model_rows
 from api.deps import LedgerDep, ReadKey, SettingsDep, get_projector
-from api.routes.capacity import naive_utc
+from api.params import INSTANT_NOTE, EventTypes, Instant
+from api.routes.capacity import OnlyCluster, naive_utc
 from api.routes.events import bad_query
 from api.schemas import ErrorResponse
 from store.contract import KNOWN_TYPES
@@ -106,25 +107,34 @@ def export(
     key: ReadKey,
     ledger: LedgerDep,
     settings: SettingsDep,
-    dataset: Annotated[str, Path(description="A dataset: " + ", ".join(DATASETS) + ".")],
-    format: Annotated[str, Path(description="parquet, csv, jsonl or arrow.")],
+    dataset: Annotated[
+        str,
+        Path(
+            description="A dataset (404 for another name).",
+            json_schema_extra={"enum": list(DATASETS)},
+        ),
+    ],
+    format: Annotated[
+        str,
+        Path(description="A format (404 for another).", json_schema_extra={"enum": list(FORMATS)}),
+    ],
     from_: Annotated[
-        str | None,
-        Query(alias="from", description="Rows whose time column is at or after (RFC 3339)."),
+        Instant | None,
+        Query(alias="from", description=f"Rows whose time column is at or after ({INSTANT_NOTE})."),
     ] = None,
     to: Annotated[
-        str | None, Query(description="Rows whose time column is before (RFC 3339).")
+        Instant | None, Query(description=f"Rows whose time column is before ({INSTANT_NOTE}).")
     ] = None,
     as_of: Annotated[
-        str | None,
+        Instant | None,
         Query(
             description="storage_forecast, sla_breaches, incident_metrics_monthly: judge as of "
-            "this time (RFC 3339); default now."
+            f"this time ({INSTANT_NOTE}); default now."
         ),
     ] = None,
-    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
+    cluster: OnlyCluster = None,
     type: Annotated[
-        list[str] | None,
+        list[EventTypes] | None,
         Query(description="`events` only: these types (repeat or separate with commas)."),
     ] = None,
 ) -> Response:

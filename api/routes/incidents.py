@@ -23,7 +23,15 @@ from api.incident_schemas import (
     MetricsResponse,
     OpenIncident,
 )
-from api.routes.capacity import naive_utc, window
+from api.params import (
+    INSTANT_NOTE,
+    PAGE_CEILING,
+    IfMatchValue,
+    Instant,
+    one_of_list,
+    text_matching,
+)
+from api.routes.capacity import OnlyCluster, naive_utc, window
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse
 from ingest import incidents as commands
@@ -47,8 +55,13 @@ _COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "A bad field, named in `errors`."},
 }
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
-_SPAN = re.compile(r"^(\d+)(s|m|h|d)$")
+_SPAN_PATTERN = r"^[0-9]{1,7}[smhd]$"
+_SPAN = re.compile(r"^(\d{1,7})(s|m|h|d)$")
+SpanText = Annotated[str, text_matching(_SPAN_PATTERN)]
 _SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+GroupBy = Annotated[str, text_matching(one_of_list(list(GROUPS), spaces=True))]
 
 
 def state_body(st: IncidentState) -> dict[str, Any]:
@@ -107,12 +120,17 @@ def _answer(request: Request, response: Response, st: IncidentState) -> dict[str
 
 #: The window of incidents by their opening, shared by the metrics and breach routes.
 OpenedFrom = Annotated[
-    str | None, Query(alias="from", description="Opened at or after; default `to` − 30 days.")
+    Instant | None,
+    Query(
+        alias="from", description=f"Opened at or after ({INSTANT_NOTE}); default `to` − 30 days."
+    ),
 ]
-OpenedTo = Annotated[str | None, Query(description="Opened before; default now.")]
+OpenedTo = Annotated[
+    Instant | None, Query(description=f"Opened before ({INSTANT_NOTE}); default now.")
+]
 
 IfMatch = Annotated[
-    str | None,
+    IfMatchValue | None,
     Header(
         alias="If-Match",
         description="The version you last saw; a newer one answers 409 and writes nothing.",
@@ -227,12 +245,12 @@ def list_incidents(
         Literal["P0", "P1", "P2", "P3"] | None, Query(description="The current severity.")
     ] = None,
     from_: Annotated[
-        str | None, Query(alias="from", description="Opened at or after (RFC 3339).")
+        Instant | None, Query(alias="from", description=f"Opened at or after ({INSTANT_NOTE}).")
     ] = None,
-    to: Annotated[str | None, Query(description="Opened before (RFC 3339).")] = None,
-    cluster: Annotated[str | None, Query()] = None,
+    to: Annotated[Instant | None, Query(description=f"Opened before ({INSTANT_NOTE}).")] = None,
+    cluster: OnlyCluster = None,
     namespace: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1)] = 100,
+    limit: Annotated[int, Query(ge=1, le=PAGE_CEILING, description="At most max_page_size.")] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Newest opening first; `total` counts every match. Reads the read model, which follows
@@ -267,7 +285,7 @@ def get_metrics(
     from_: OpenedFrom = None,
     to: OpenedTo = None,
     group_by: Annotated[
-        str | None,
+        GroupBy | None,
         Query(description="Comma-separated: severity, month, cluster, namespace, service."),
     ] = None,
 ) -> dict[str, Any]:
@@ -325,8 +343,13 @@ async def get_timeline(
     incident_id: IncidentIdPath,
     _key: ReadKey,
     projector: ProjectorDep,
-    before: Annotated[str, Query(description="Context before the opening.")] = "30m",
-    after: Annotated[str, Query(description="Context after the resolution (or now).")] = "30m",
+    before: Annotated[
+        SpanText, Query(description="Context before the opening (e.g. 30m, 2h; at most 7d).")
+    ] = "30m",
+    after: Annotated[
+        SpanText,
+        Query(description="Context after the resolution, or now (e.g. 30m, 2h; at most 7d)."),
+    ] = "30m",
     format: Annotated[Literal["json", "markdown"], Query()] = "json",
 ) -> Any:
     """Lifecycle, Kubernetes warnings, node NotReady / Ready, restarts, CrashLoopBackOff,

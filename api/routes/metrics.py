@@ -25,6 +25,9 @@ async def metrics_access(
         await _read_key(ledger, credentials)
 
 
+metrics_access.opsledger_authenticates = True  # type: ignore[attr-defined]
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics: MTTA/MTTR, open SLA breaches, PVCs, lag, collectors, requests",

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from pydantic import WithJsonSchema
 
+from analytics.registry import default_projections
 from api.deps import AdminKey, ProjectorDep, ReadKey
 from api.routes.events import bad_query
 from api.schemas import (
@@ -17,6 +19,10 @@ from api.schemas import (
     ProjectionState,
 )
 
+#: A projection's name (the route names an unknown one in its 422).
+ProjectionName = Annotated[
+    str, WithJsonSchema({"type": "string", "enum": [p.name for p in default_projections()]})
+]
 router = APIRouter(prefix="/v1/projections", tags=["projections"], responses=READ_MODEL_RESPONSES)
 
 
@@ -62,7 +68,7 @@ async def post_rebuild(
     _key: AdminKey,
     projector: ProjectorDep,
     name: Annotated[
-        list[str] | None, Query(description="Projections to rebuild; default all.")
+        list[ProjectionName] | None, Query(description="Projections to rebuild; default all.")
     ] = None,
 ) -> ProjectionsResponse:
     """Replays synchronously; the response comes when the rebuild is done."""

@@ -122,6 +122,7 @@ def get_query_service(request: Request) -> QueryService:
     return service
 
 
+get_query_service.opsledger_read_model = True  # type: ignore[attr-defined]
 QueryServiceDep = Annotated[QueryService, Depends(get_query_service)]
 
 

@@ -33,6 +33,7 @@ from analytics.report_data import (
 )
 from analytics.runner import wait_for
 from api.deps import Credentials, LedgerDep, ProjectorDep
+from api.params import ClusterName, text_matching
 from api.report.fmt import esc
 from api.report.html import CSP, render
 from api.schemas import ErrorResponse
@@ -40,10 +41,11 @@ from store.keys import ApiKey, authenticate
 from store.ledger import Ledger
 from store.schema import api_keys
 from store.settings import Settings
-from store.timefmt import utc_now
+from store.timefmt import MONTH_PATTERN, utc_now
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
+MonthText = Annotated[str, text_matching(MONTH_PATTERN)]
 COOKIE: Final = "opsledger_report"
 #: A sign-in lasts this long; then the browser asks for the key again.
 COOKIE_SECONDS: Final = 15 * 60
@@ -148,6 +150,7 @@ async def report_reader(request: Request, ledger: LedgerDep, credentials: Creden
     return key
 
 
+report_reader.opsledger_authenticates = True  # type: ignore[attr-defined]
 ReportReader = Annotated[ApiKey, Depends(report_reader)]
 
 
@@ -233,6 +236,23 @@ def get_login(
     response_class=HTMLResponse,
     summary="Check an API key from the form and set the report cookie",
     status_code=303,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["key"],
+                        "properties": {
+                            "key": {"type": "string", "minLength": 1, "maxLength": 1024},
+                            "next": {"type": "string", "description": "A path under /reports/."},
+                        },
+                    }
+                }
+            },
+        }
+    },
     responses={
         303: {"description": "Signed in: the cookie is set; go to `next`."},
         400: {"content": {"text/html": {}}, "description": "No key in the form."},
@@ -250,8 +270,11 @@ async def post_login(request: Request, ledger: LedgerDep) -> Response:
         raw += chunk
         if len(raw) > _MAX_FORM_BYTES:
             raise HTTPException(413, "the form is too large")
-    fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=10)
     default = f"/reports/capacity/{last_complete_month(utc_now())}"
+    try:
+        fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=10)
+    except ValueError:  # more fields than the form has: not a browser's post of it
+        return _login_page(default, "The form has too many fields.", 400)
     next_path = _safe_next((fields.get("next") or [""])[0], default)
     token = ((fields.get("key") or [""])[0]).strip()
     if not token:
@@ -345,8 +368,10 @@ def get_capacity_report(
     _key: ReportReader,
     ledger: LedgerDep,
     projector: ProjectorDep,
-    month: Annotated[str, Path(description="YYYY-MM; a month that has ended.")],
-    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
+    month: Annotated[
+        MonthText, Path(description="YYYY-MM (1970-01 to 2199-12); a month that has ended.")
+    ],
+    cluster: Annotated[ClusterName | None, Query(description="Only this cluster.")] = None,
 ) -> Response:
     """Everything as of the month's end (00:00 UTC on the 1st of the next month); the same
     ledger gives the same bytes. See docs/report.md."""

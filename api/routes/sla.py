@@ -10,8 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from analytics.incident_metrics import breaches
 from analytics.incident_reads import policy_in_force
+from api.bodies import policy_schema
 from api.deps import AdminKey, LedgerDep, ProjectorDep, ReadKey, SettingsDep
 from api.incident_schemas import BreachesResponse, PolicyResponse
+from api.params import INSTANT_NOTE, Instant
 from api.routes.capacity import naive_utc, window
 from api.routes.events import read_limited
 from api.routes.incidents import OpenedFrom, OpenedTo
@@ -23,10 +25,17 @@ from store.timefmt import datetime_to_us, format_us
 router = APIRouter(prefix="/v1/sla", tags=["sla"])
 
 
+def _policy_body() -> dict[str, Any]:
+    schema = policy_schema()
+    content = {media: {"schema": schema} for media in ("application/json", "application/yaml")}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 @router.put(
     "/policy",
     response_model=PolicyResponse,
     summary="Set the SLA policy (JSON or YAML)",
+    openapi_extra=_policy_body(),
     responses={
         **ADMIN_RESPONSES,
         400: {"model": ErrorResponse, "description": "Malformed JSON or YAML."},
@@ -34,6 +43,7 @@ router = APIRouter(prefix="/v1/sla", tags=["sla"])
         413: {"model": ErrorResponse, "description": "Body over OPSLEDGER_MAX_BODY_BYTES."},
         415: {"model": ErrorResponse, "description": "Neither JSON nor YAML."},
         422: {"model": ErrorResponse, "description": "A bad field, as `data.<path>`."},
+        507: {"description": "The ledger's storage is full: nothing was written."},
     },
 )
 async def put_policy(
@@ -42,10 +52,10 @@ async def put_policy(
     settings: SettingsDep,
     _key: AdminKey,
     effective_from: Annotated[
-        str | None,
+        Instant | None,
         Query(
-            description="In force from (RFC 3339); default now. Incidents opened from then on "
-            "are judged by it."
+            description=f"In force from ({INSTANT_NOTE}); default now. Incidents opened from "
+            "then on are judged by it."
         ),
     ] = None,
 ) -> dict[str, Any]:
@@ -72,7 +82,9 @@ async def put_policy(
 def get_policy(
     _key: ReadKey,
     projector: ProjectorDep,
-    at: Annotated[str | None, Query(description="In force at (RFC 3339); default now.")] = None,
+    at: Annotated[
+        Instant | None, Query(description=f"In force at ({INSTANT_NOTE}); default now.")
+    ] = None,
 ) -> dict[str, Any]:
     """`effective_from` is null when no policy was ever set and the defaults apply."""
     when = naive_utc("at", at, datetime.now(UTC).replace(tzinfo=None))

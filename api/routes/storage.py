@@ -11,12 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 
 from analytics.storage import forecasts
 from api.deps import ProjectorDep, ReadKey
-from api.routes.capacity import naive_utc
+from api.params import INSTANT_NOTE, Instant, text_matching
+from api.routes.capacity import OnlyCluster, naive_utc
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse, ForecastResponse
 
 router = APIRouter(prefix="/v1/storage", tags=["storage"], responses=READ_MODEL_RESPONSES)
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
+_DURATION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,6})?[smhdw]$"
+_DURATION = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)(s|m|h|d|w)$")
+SpanText = Annotated[str, text_matching(_DURATION_PATTERN)]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -26,10 +29,11 @@ def _duration(name: str, value: str | None, default: timedelta | None) -> timede
     m = _DURATION.match(value)
     if m is None:
         raise bad_query(name, "must be a duration like 90m, 6h, 7d or 2w")
-    span = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    if not timedelta(minutes=5) <= span <= timedelta(days=366):
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    # Bounded before it becomes a timedelta, which overflows past 999,999,999 days.
+    if not 300 <= seconds <= 366 * 86400:
         raise bad_query(name, "must be between 5m and 366d")
-    return span
+    return timedelta(seconds=seconds)
 
 
 @router.get(
@@ -41,22 +45,25 @@ def _duration(name: str, value: str | None, default: timedelta | None) -> timede
 async def get_forecast(
     _key: ReadKey,
     projector: ProjectorDep,
-    cluster: Annotated[str | None, Query(description="Only this cluster.")] = None,
+    cluster: OnlyCluster = None,
     namespace: Annotated[str | None, Query(description="Only this namespace.")] = None,
     pvc: Annotated[str | None, Query(description="Only this PersistentVolumeClaim.")] = None,
     as_of: Annotated[
-        str | None, Query(description="Evaluate as if it were this time (RFC 3339); default now.")
+        Instant | None,
+        Query(description=f"Evaluate as if it were this time ({INSTANT_NOTE}); default now."),
     ] = None,
     method: Annotated[
         Literal["auto", "predict_linear"],
         Query(description="`auto` (robust trend) or Prometheus `predict_linear`."),
     ] = "auto",
     window: Annotated[
-        str | None,
-        Query(description="Samples to fit (e.g. 6h, 7d); default 6h for predict_linear."),
+        SpanText | None,
+        Query(
+            description="Samples to fit (e.g. 6h, 7d; 5m to 366d); default 6h for predict_linear."
+        ),
     ] = None,
     horizon: Annotated[
-        str, Query(description="`forecast` status when 90 % comes within this.")
+        SpanText, Query(description="`forecast` status when 90 % comes within this (5m to 366d).")
     ] = "30d",
 ) -> dict[str, Any]:
     """Days are floats from `as_of`: 0 when already past, null when never reached at the

@@ -10,13 +10,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from api.bodies import model_schema
 from api.deps import LedgerDep, SettingsDep, WriteKey
 from api.routes.events import read_limited
 from api.schemas import ErrorResponse
 from ingest.webhooks import (
+    AlertmanagerPayload,
     AlertmanagerRules,
     Delivered,
     Fault,
+    PagerDutyPayload,
     PagerDutyRules,
     PayloadError,
     Translation,
@@ -70,8 +73,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body(description: str) -> dict[str, Any]:
-    schema = {"type": "object", "description": description}
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model_schema(model)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -115,7 +118,7 @@ async def _record(
     response_model=WebhookResponse,
     summary="Record an Alertmanager webhook delivery (version 4)",
     responses=_RESPONSES,
-    openapi_extra=_body("Alertmanager's webhook payload: version, receiver, alerts, ..."),
+    openapi_extra=_body(AlertmanagerPayload),
 )
 async def alertmanager(
     request: Request, ledger: LedgerDep, settings: SettingsDep, _key: WriteKey
@@ -136,7 +139,7 @@ async def alertmanager(
     "/pagerduty",
     response_model=WebhookResponse,
     summary="Record a PagerDuty V3 webhook event",
-    openapi_extra=_body('A PagerDuty V3 webhook payload: {"event": {...}}.'),
+    openapi_extra=_body(PagerDutyPayload),
     responses={
         **_RESPONSES,
         401: {
