@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import calendar
+import math
 from collections.abc import Sequence
 from datetime import date
 from typing import Any, Final
 
 import duckdb
 
+from store.datamodels import MAX_AMOUNT
 from store.ledger import RecordedEvent
 
 COST_DAILY: Final = "opsledger.cost.daily"
@@ -67,6 +69,11 @@ FROM cost_daily GROUP BY day, service
 """
 
 
+def in_range(amount: float | None) -> bool:
+    """Whether a recorded amount is one the contract accepts: finite, within ±MAX_AMOUNT."""
+    return amount is not None and math.isfinite(amount) and abs(amount) <= MAX_AMOUNT
+
+
 def month_cost(con: duckdb.DuckDBPyConnection, month: str, as_of: date) -> dict[str, Any]:
     """Spend of `month` (YYYY-MM) up to `as_of`, projected to month end, against its budget.
 
@@ -77,14 +84,9 @@ def month_cost(con: duckdb.DuckDBPyConnection, month: str, as_of: date) -> dict[
     first = date(year, mon, 1)
     days_in_month = calendar.monthrange(year, mon)[1]
     last = date(year, mon, days_in_month)
-    rows = con.execute(
-        f"SELECT day, sum(amount), any_value(currency) FROM ({DAILY}) "
-        "WHERE day >= ? AND day <= ? AND day <= ? GROUP BY day ORDER BY day",
-        [first, last, as_of],
-    ).fetchall()
-    by_service = con.execute(
-        f"SELECT service, sum(amount) FROM ({DAILY}) WHERE day >= ? AND day <= ? AND day <= ? "
-        "GROUP BY service ORDER BY sum(amount) DESC, service",
+    amounts = con.execute(
+        f"SELECT day, service, amount, currency FROM ({DAILY}) "
+        "WHERE day >= ? AND day <= ? AND day <= ? ORDER BY day, service",
         [first, last, as_of],
     ).fetchall()
     budget = con.execute(
@@ -92,27 +94,49 @@ def month_cost(con: duckdb.DuckDBPyConnection, month: str, as_of: date) -> dict[
         "WHERE month = ?",
         [month],
     ).fetchone()
-    spend = float(sum(r[1] for r in rows))
-    elapsed = (rows[-1][0] - first).days + 1 if rows else 0
-    projected = spend / elapsed * days_in_month if elapsed else None
+    # Ledgers written before the contract bounded amounts may hold any double (1.7e308 twice
+    # sums to inf): such an amount makes every sum it enters unknown, not a number to show.
+    bad = [(d, s) for d, s, a, _ in amounts if not in_range(a)]
+    bad_days, bad_services = {d for d, _ in bad}, {s for _, s in bad}
+    by_day: dict[date, float] = {}
+    by_service: dict[str, float] = {}
+    for d, service, amount, _ in amounts:
+        by_day[d] = by_day.get(d, 0.0) + (amount if d not in bad_days else 0.0)
+        if service not in bad_services:
+            by_service[service] = by_service.get(service, 0.0) + amount
+    days = sorted(by_day)
+    elapsed = (days[-1] - first).days + 1 if days else 0
     budget_amount = budget[0] if budget and budget[0] is not None else None
+    budget_bad = budget_amount is not None and not in_range(budget_amount)
+    spend: float | None = None if bad else float(sum(by_day.values()))
+    projected = spend / elapsed * days_in_month if spend is not None and elapsed else None
+    usable_budget = None if budget_bad else budget_amount
     over = (
         projected is not None
-        and budget_amount is not None
-        and projected > budget_amount * (1 + OVER_BUDGET_MARGIN)
+        and usable_budget is not None
+        and projected > usable_budget * (1 + OVER_BUDGET_MARGIN)
     )
+    ranked = sorted(by_service.items(), key=lambda kv: (-kv[1], kv[0]))
+    services: list[tuple[str, float | None]] = [*ranked, *((s, None) for s in sorted(bad_services))]
     return {
         "month": month,
-        "currency": (rows[0][2] if rows else None) or (budget[1] if budget else None),
+        "currency": (amounts[0][3] if amounts else None) or (budget[1] if budget else None),
         "spend_to_date": spend,
         "days_elapsed": elapsed,
         "days_in_month": days_in_month,
         "projected": projected,
-        "budget": budget_amount,
-        "projected_vs_budget": (projected / budget_amount)
-        if projected is not None and budget_amount
+        "budget": usable_budget,
+        "projected_vs_budget": (projected / usable_budget)
+        if projected is not None and usable_budget
         else None,
         "over_budget": bool(over),
-        "daily": [{"date": r[0].isoformat(), "amount": float(r[1])} for r in rows],
-        "by_service": [{"service": s, "amount": float(a)} for s, a in by_service],
+        # None where an out-of-range amount enters the sum.
+        "daily": [
+            {"date": d.isoformat(), "amount": None if d in bad_days else by_day[d]} for d in days
+        ],
+        "by_service": [{"service": s, "amount": a} for s, a in services],
+        "out_of_range": {
+            "amounts": [{"date": d.isoformat(), "service": s} for d, s in bad],
+            "budget": budget_bad,
+        },
     }

@@ -12,10 +12,14 @@ import duckdb
 from analytics.forecast import ALERT_RATIO, EXPAND_RATIO
 from analytics.hotspots import sustained
 from analytics.incident_metrics import breaches
+from analytics.runner import last_errors, poisoned_counts, poisoned_events
 from analytics.storage import LOOKBACK, forecasts
 from store.timefmt import format_us
 
-SECTIONS: Final = ("nodes", "pods", "storage", "findings", "incidents", "capacity")
+#: The last, `projections`, only when a projection skipped events or is failing.
+SECTIONS: Final = (
+    "nodes", "pods", "storage", "findings", "incidents", "capacity", "projections",
+)  # fmt: skip
 #: The seed's `kubectl get pods --sort-by=…restartCount | tail -20`.
 TOP_RESTARTS: Final = 20
 #: Longest list a section prints; its counts still cover everything.
@@ -338,6 +342,50 @@ def _member(run: dict[str, Any]) -> str:
     return f"{run['scope']} {name} {run['resource']}"
 
 
+# -- projections -------------------------------------------------------------------------------
+
+
+def _projections(con: duckdb.DuckDBPyConnection, start: datetime) -> dict[str, Any] | None:
+    """The read model's health; None (no section) while every event applied and none fails."""
+    counts = poisoned_counts(con)
+    # Only events skipped in the window need attention: one skipped long ago, and looked at
+    # since, would otherwise keep every later digest at `attention` until a rebuild.
+    recent = [
+        {"projection": name, **ev.as_dict()}
+        for name, events in sorted(poisoned_events(con, since=start).items())
+        for ev in events
+    ]
+    failing = [
+        {"projection": name, **err.as_dict()} for name, err in sorted(last_errors(con).items())
+    ]
+    total = sum(counts.values())
+    if not total and not failing:
+        return None
+    if recent:
+        by = Counter(i["projection"] for i in recent)
+        summary = (
+            f"{_plural(len(recent), 'event')} skipped as poisoned in the window ("
+            + ", ".join(f"{name} {n}" for name, n in sorted(by.items()))
+            + f"), {total} in all"
+        )
+    elif total:
+        summary = f"no event skipped in the window ({total} skipped before)"
+    else:
+        summary = "every event applied"
+    if failing:
+        summary += "; failing: " + ", ".join(
+            f"{f['projection']} ({f['stage']}: {f['error_type']})" for f in failing
+        )
+    return _section(
+        bool(recent or failing),
+        summary,
+        poisoned=recent[:LIST_MAX],
+        poisoned_in_window=len(recent),
+        poisoned_total=total,
+        failing=failing,
+    )
+
+
 def digest(
     con: duckdb.DuckDBPyConnection, now: datetime, since: timedelta, max_status_age: timedelta
 ) -> dict[str, Any]:
@@ -351,6 +399,9 @@ def digest(
         "incidents": _incidents(con, now, start),
         "capacity": _capacity(con, now, start),
     }
+    health = _projections(con, start)
+    if health is not None:
+        sections["projections"] = health
     attention = [name for name, s in sections.items() if s["status"] == "attention"]
     return {
         "as_of": _iso(now),
@@ -373,6 +424,7 @@ TITLES: Final = {
     "findings": "Security findings",
     "incidents": "Incidents and SLA",
     "capacity": "CPU and memory",
+    "projections": "Read model",
 }
 
 
@@ -502,6 +554,34 @@ TABLES: Final = (
         },
     ),
 )
+#: The projections section's tables: after the others, and only when it is there.
+PROJECTION_TABLES: Final = (
+    (
+        "projections",
+        "poisoned",
+        "Events skipped as poisoned",
+        {
+            "projection": "projection",
+            "position": "position",
+            "type": "type",
+            "id": "id",
+            "error type": "error_type",
+            "error": "error",
+        },
+    ),
+    (
+        "projections",
+        "failing",
+        "Failing projections",
+        {
+            "projection": "projection",
+            "stage": "stage",
+            "last failed": "at",
+            "error type": "error_type",
+            "error": "error",
+        },
+    ),
+)
 _RATIOS: Final = frozenset({"used_ratio", "utilization_avg", "utilization_max"})
 
 
@@ -530,8 +610,8 @@ def render_markdown(body: dict[str, Any]) -> str:
             [(TITLES[k], v["status"], v["summary"]) for k, v in sections.items()],
         ),
     ]
-    for section, key, heading, columns in TABLES:
-        items = sections[section][key]
+    for section, key, heading, columns in (*TABLES, *PROJECTION_TABLES):
+        items = sections.get(section, {}).get(key)
         if items:
             lines += [f"## {heading}", ""]
             lines += _table(

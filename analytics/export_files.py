@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
+from urllib.parse import urlsplit
 
 import orjson
 import pyarrow as pa
@@ -30,6 +35,10 @@ TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the microseconds
 #: The partition Hive tools use for a null key.
 NULL_PARTITION: Final = "__HIVE_DEFAULT_PARTITION__"
 PART_FILE: Final = "part-0.parquet"
+#: Rows turned into Python objects at once when writing JSON Lines, and the length from
+#: which a string is escaped by the json module rather than orjson.
+_JSONL_SLICE_ROWS: Final = 2048
+_LONG_TEXT: Final = 64 * 1024
 # Snappy: what every Parquet reader the docs name (Athena, Glue, Power BI, Tableau) reads.
 _PARQUET_OPTIONS: Final[dict[str, Any]] = {"compression": "snappy"}
 
@@ -99,10 +108,7 @@ class Encoder:
         """Encode one batch (of the encoder's schema); the bytes to send after the last ones."""
         self.rows += batch.num_rows
         if self.format == "jsonl":
-            return b"".join(
-                orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
-                for row in text_view(batch).to_pylist()
-            )
+            return _json_lines(text_view(batch))
         if self.format == "csv":
             self._writer.write_batch(text_view(batch))
         else:
@@ -116,6 +122,30 @@ class Encoder:
         return self._sink.drain()
 
 
+def _json_lines(text: pa.RecordBatch) -> bytes:
+    """The rows of a text view as JSON Lines, long strings escaped without orjson's big buffer."""
+    # orjson escapes a string into a buffer about ten times its length: a sample event's
+    # `data` (megabytes) cost hundreds of MiB. The json module's C escaper writes the same
+    # bytes into an exact buffer, spliced in as a Fragment.
+    long = [
+        f.name
+        for f, col in zip(text.schema, text.columns, strict=True)
+        if pa.types.is_string(f.type)
+        and len(col)
+        and (pc.max(pc.utf8_length(col)).as_py() or 0) > _LONG_TEXT
+    ]
+    out = bytearray()
+    # Slices bound the Python rows alive at once.
+    for start in range(0, text.num_rows, _JSONL_SLICE_ROWS):
+        for row in text.slice(start, _JSONL_SLICE_ROWS).to_pylist():
+            for name in long:
+                value = row[name]
+                if value is not None and len(value) > _LONG_TEXT:
+                    row[name] = orjson.Fragment(encode_basestring(value))
+            out += orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+    return bytes(out)
+
+
 def encode(batches: Iterable[pa.RecordBatch], fmt: Format, schema: pa.Schema) -> Iterator[bytes]:
     """The whole body, chunk by chunk."""
     enc = Encoder(fmt, schema)
@@ -124,6 +154,18 @@ def encode(batches: Iterable[pa.RecordBatch], fmt: Format, schema: pa.Schema) ->
         if chunk:
             yield chunk
     yield enc.finish()
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Rename `tmp` over `target`, keeping the mode `target` had (a new file: the umask's)."""
+    try:
+        mode = target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        pass
+    else:
+        # An operator who narrowed an export's mode keeps it when the export is rewritten.
+        os.chmod(tmp, mode)
+    tmp.replace(target)
 
 
 def write_file(path: Path, batches: Iterable[pa.RecordBatch], fmt: Format, ds: Dataset) -> int:
@@ -136,7 +178,7 @@ def write_file(path: Path, batches: Iterable[pa.RecordBatch], fmt: Format, ds: D
             for batch in batches:
                 f.write(enc.write(batch))
             f.write(enc.finish())
-        tmp.replace(path)
+        _replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return enc.rows
@@ -145,9 +187,30 @@ def write_file(path: Path, batches: Iterable[pa.RecordBatch], fmt: Format, ds: D
 # -- Hive partitions -------------------------------------------------------------------------
 
 
+#: What Hive escapes in a partition value (FileUtils.escapePathName), `/` and `\` among them.
+_HIVE_ESCAPED: Final = frozenset("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(0x20)}
+
+
+def hive_value(value: str) -> str:
+    """A partition value as one path segment, `%XX`-escaped as Hive escapes it."""
+    # The segment is always `key=value`: with `/` and `\` escaped, `..` cannot climb.
+    escaped = "".join(f"%{ord(ch):02X}" if ch in _HIVE_ESCAPED else ch for ch in value)
+    return escaped or NULL_PARTITION
+
+
 def partition_key(ds: Dataset, month: str) -> str:
     """The relative key of one month's file: `dataset=<name>/month=YYYY-MM/part-0.parquet`."""
-    return f"dataset={ds.name}/month={month}/{PART_FILE}"
+    # Values come from data: escaped, none can add a path segment or climb out of the root.
+    return f"dataset={hive_value(ds.name)}/month={hive_value(month)}/{PART_FILE}"
+
+
+def inside(root: Path, key: str) -> Path:
+    """`root / key`, refusing (ValueError) a key that is absolute or climbs out of `root`."""
+    # Lexical, not resolve(): a directory the operator symlinked elsewhere stays usable.
+    norm = os.path.normpath(key)
+    if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+        raise ValueError(f"partition key {key!r} leaves {root}")
+    return root / key
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +243,7 @@ class MonthPartitions:
 
     def _writer(self, month: str) -> pq.ParquetWriter:
         if month not in self._writers:
-            path = self.root / partition_key(self.ds, month)
+            path = inside(self.root, partition_key(self.ds, month))
             path.parent.mkdir(parents=True, exist_ok=True)
             self._writers[month] = (
                 pq.ParquetWriter(path, self.ds.schema, **_PARQUET_OPTIONS),
@@ -216,21 +279,86 @@ def publish_local(root: Path, written: list[Partition]) -> list[Path]:
     """Move staged month files into `root`, each replacing the month it rewrites."""
     out = []
     for p in written:
-        target = root / p.key
+        target = inside(root, p.key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(p.path), str(target))
+        if p.path.parent.stat().st_dev == target.parent.stat().st_dev:
+            _replace(p.path, target)
+        else:
+            shutil.move(str(p.path), str(target))
         out.append(target)
     return out
 
 
+#: AWS's general purpose bucket names: 3-63 lowercase letters, digits, dots and hyphens,
+#: starting and ending with a letter or digit.
+_BUCKET: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# Prefixes and suffixes AWS reserves (access points, S3 Express, Object Lambda, tables).
+_BUCKET_PREFIXES: Final = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES: Final = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+#: S3's key limit, in UTF-8 bytes, less room for `dataset=…/month=…/part-0.parquet`.
+_MAX_PREFIX_BYTES: Final = 1024 - 128
+
+
+def check_bucket(bucket: str) -> None:
+    """Raise ValueError unless `bucket` is a valid S3 bucket name (AWS's naming rules)."""
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(
+            f"bucket {bucket!r} is not a valid S3 bucket name: 3-63 lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit"
+        )
+    if ".." in bucket or ".-" in bucket or "-." in bucket:
+        raise ValueError(f"bucket {bucket!r}: no two dots, and no dot next to a hyphen")
+    try:
+        ipaddress.IPv4Address(bucket)
+    except ValueError:
+        pass
+    else:
+        raise ValueError(f"bucket {bucket!r}: a bucket name is not an IP address")
+    if bucket.startswith(_BUCKET_PREFIXES) or bucket.endswith(_BUCKET_SUFFIXES):
+        raise ValueError(f"bucket {bucket!r}: AWS reserves that prefix or suffix")
+
+
+def check_prefix(prefix: str) -> None:
+    """Raise ValueError unless `prefix` is `a/b/c`: no empty, `.` or `..` segment, no controls."""
+    if not prefix:
+        return
+    for ch in prefix:
+        if ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\":
+            raise ValueError(f"key prefix {prefix!r}: no control characters or backslashes")
+    for segment in prefix.split("/"):
+        if segment in ("", ".", ".."):
+            raise ValueError(f"key prefix {prefix!r}: no empty, `.` or `..` segments")
+    if len(prefix.encode()) > _MAX_PREFIX_BYTES:
+        raise ValueError(f"key prefix: at most {_MAX_PREFIX_BYTES} bytes")
+
+
 def split_s3_url(url: str) -> tuple[str, str]:
-    """`s3://bucket/prefix` as (bucket, prefix without slashes at either end)."""
+    """`s3://bucket/prefix` as (bucket, prefix without its trailing slash), both checked."""
     if not url.startswith("s3://"):
         raise ValueError("must be s3://bucket/prefix")
     bucket, _, prefix = url[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError("names no bucket: use s3://bucket/prefix")
-    return bucket, prefix.strip("/")
+    check_bucket(bucket)
+    prefix = prefix.removesuffix("/")
+    check_prefix(prefix)
+    return bucket, prefix
+
+
+def check_endpoint(url: str) -> None:
+    """Raise ValueError unless `url` is an http(s) URL with a host and no credentials in it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        # They would be printed in messages and logs; boto3 takes credentials elsewhere.
+        raise ValueError("must not carry credentials (use AWS_ACCESS_KEY_ID and friends)")
+    if parts.query or parts.fragment:
+        raise ValueError("must have no query or fragment")
 
 
 def publish_s3(client: Any, url: str, written: list[Partition], progress: Any = None) -> list[str]:

@@ -11,20 +11,32 @@ import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import func, select
+from sqlalchemy import Select, case, func, select
 
 from analytics.datasets import DATASETS, Dataset
 from analytics.incident_metrics import breaches, metrics
 from analytics.storage import forecasts
 from store.ledger import Ledger, RecordedEvent
-from store.schema import events
+from store.schema import DATA_JSON, events, series
 from store.timefmt import datetime_to_us
 
 #: Rows per record batch (and so per Parquet row group); tests lower it.
 BATCH_ROWS = 65_536
-#: Ledger events read per page, and the JSON bytes after which an events batch is cut early.
+#: Ledger events read per page at most, and the JSON bytes after which an events batch is cut.
 _LEDGER_PAGE: Final = 1000
-_EVENTS_BATCH_BYTES: Final = 32 * 1024 * 1024
+_EVENTS_BATCH_BYTES: Final = 8 * 1024 * 1024
+#: What one page of the ledger may decode: JSON text bytes, a sample counting as
+#: _SAMPLE_TEXT_BYTES (a month of demo samples is one page of 1000 events otherwise).
+_PAGE_TEXT_BYTES: Final = 8 * 1024 * 1024
+#: A sample's JSON text besides its series name and labels (`{"name":…,"ts":…,"value":…}`),
+#: measured on the demo's 6.9 M samples (docs/bi.md).
+_SAMPLE_FIXED_BYTES: Final = 53
+_SAMPLE_TEXT_BYTES: Final = 160
+#: Per row of the `events` dataset besides its strings and `data`, by format, and what the
+#: format makes of `data`'s JSON text: quotes escaped in CSV and JSON Lines (+12 % on the
+#: demo), as is in Arrow, about a tenth with Parquet's Snappy (the demo's samples compress 10×).
+_ROW_BYTES: Final = {"jsonl": 200, "csv": 80, "arrow": 64, "parquet": 8}
+_DATA_FACTOR: Final = {"jsonl": 1.12, "csv": 1.12, "arrow": 1.0, "parquet": 0.1}
 # Unbounded windows still need bounds for the functions the API shares.
 _MIN: Final = datetime(1970, 1, 1)
 _MAX: Final = datetime(9999, 12, 31, 23, 59, 59)
@@ -43,6 +55,25 @@ class ExportQuery:
     as_of: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
 
 
+@dataclass(frozen=True, slots=True)
+class EventsSize:
+    """The `events` rows an export covers, measured by aggregates alone (nothing decoded)."""
+
+    rows: int
+    #: Stored JSON `data` bytes (JSON events are stored as the text they export).
+    json_bytes: int
+    #: Metric samples in sample batches, and a sample's mean series name and labels length.
+    samples: int
+    series_key_bytes: float
+    #: The text columns' characters (source, id, type, cluster, subject, stream).
+    text_bytes: int
+
+    def estimate(self, fmt: str) -> int:
+        """About how many bytes the export takes in `fmt` (within 1 % on the demo: docs/bi.md)."""
+        data = self.json_bytes + self.samples * (_SAMPLE_FIXED_BYTES + self.series_key_bytes)
+        return int(self.rows * _ROW_BYTES[fmt] + self.text_bytes + data * _DATA_FACTOR[fmt])
+
+
 @dataclass
 class Rows:
     """An export in progress: its row count, known up front, and its batches, read lazily."""
@@ -51,6 +82,8 @@ class Rows:
     count: int
     batches: Iterator[pa.RecordBatch]
     _close: Callable[[], None] = lambda: None
+    #: The `events` dataset's size, known before a row is read (None for the read model).
+    size: EventsSize | None = None
 
     def close(self) -> None:
         """Release the read (DuckDB cursor and transaction); idempotent."""
@@ -291,8 +324,9 @@ def _us(value: datetime | None) -> int | None:
     return None if value is None else datetime_to_us(value.replace(tzinfo=UTC))
 
 
-def _count_events(ledger: Ledger, q: ExportQuery, head: int) -> int:
-    stmt = select(func.count()).select_from(events).where(events.c.position <= head)
+def _filtered(stmt: Select[Any], q: ExportQuery, head: int) -> Select[Any]:
+    """`stmt` narrowed as `Ledger.read` narrows it for `q`, up to `head`."""
+    stmt = stmt.where(events.c.position <= head)
     if q.types:
         stmt = stmt.where(events.c.type.in_(list(q.types)))
     if q.cluster is not None:
@@ -301,8 +335,39 @@ def _count_events(ledger: Ledger, q: ExportQuery, head: int) -> int:
         stmt = stmt.where(events.c.time >= since)
     if (until := _us(q.end)) is not None:
         stmt = stmt.where(events.c.time < until)
+    return stmt
+
+
+def _text_length(col: Any) -> Any:
+    return func.coalesce(func.length(col), 0)
+
+
+def measure_events(ledger: Ledger, q: ExportQuery, head: int) -> EventsSize:
+    """Rows, stored data bytes and samples of the events `q` selects: aggregates, no decoding."""
+    # length() of a blob reads its size, not its content (SQLite's record header, PostgreSQL's
+    # TOAST pointer): this scans the rows, never their data.
+    json_bytes = case((events.c.data_format == DATA_JSON, func.length(events.c.data)), else_=0)
+    text = sum(
+        (_text_length(c) for c in (events.c.cluster, events.c.subject, events.c.stream)),
+        start=func.length(events.c.source) + func.length(events.c.id) + func.length(events.c.type),
+    )
+    stmt = _filtered(
+        select(
+            func.count(),
+            func.coalesce(func.sum(json_bytes), 0),
+            func.coalesce(func.sum(events.c.sample_count), 0),
+            func.coalesce(func.sum(text), 0),
+        ).select_from(events),
+        q,
+        head,
+    )
     with ledger.engine.connect() as conn:
-        return int(conn.execute(stmt).scalar_one())
+        rows, data, samples, chars = conn.execute(stmt).one()
+        key = 0.0
+        if samples:
+            mean = select(func.avg(func.length(series.c.name) + func.length(series.c.labels)))
+            key = float(conn.execute(mean).scalar_one() or 0.0)
+    return EventsSize(int(rows), int(data), int(samples), key, int(chars))
 
 
 def _event_row(ev: RecordedEvent) -> tuple[Any, ...]:
@@ -329,27 +394,45 @@ def _event_batch(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.RecordBat
     )
 
 
+def _page_size(ledger: Ledger, q: ExportQuery, head: int, after: int) -> int:
+    """How many of the next events to read as one page so its decoded data stays bounded."""
+    weight = case(
+        (events.c.data_format == DATA_JSON, func.length(events.c.data)),
+        else_=events.c.sample_count * _SAMPLE_TEXT_BYTES,
+    )
+    stmt = _filtered(select(weight).where(events.c.position > after), q, head)
+    stmt = stmt.order_by(events.c.position).limit(_LEDGER_PAGE)
+    with ledger.engine.connect() as conn:
+        weights = [int(w or 0) for w in conn.execute(stmt).scalars()]
+    n, total = 0, 0
+    for w in weights:
+        if n and total + w > _PAGE_TEXT_BYTES:
+            break
+        n, total = n + 1, total + w
+    return n
+
+
 def ledger_rows(ledger: Ledger, q: ExportQuery) -> Rows:
     """The `events` dataset: the ledger paged by position, up to the head at the start."""
+    # Opening it only measures (Rows.size); events are decoded page by page as batches are
+    # taken, each page bounded by its data's size, so a refusal decided from the size reads none.
     ds = DATASETS["events"]
     schema = ds.schema
     # Events appended while the export runs are left out: the count holds for the whole read.
     head = ledger.head()
-    count = _count_events(ledger, q, head)
+    size = measure_events(ledger, q, head)
     since, until = _us(q.start), _us(q.end)
 
     def batches() -> Iterator[pa.RecordBatch]:
         after = 0
         pending: list[tuple[Any, ...]] = []
-        size = 0
+        chars = 0
         while after < head:
+            n = _page_size(ledger, q, head, after)
+            if not n:
+                break
             page = ledger.read(
-                after,
-                _LEDGER_PAGE,
-                types=q.types,
-                cluster=q.cluster,
-                since_us=since,
-                until_us=until,
+                after, n, types=q.types, cluster=q.cluster, since_us=since, until_us=until
             )
             page = [ev for ev in page if ev.position <= head]
             if not page:
@@ -358,15 +441,16 @@ def ledger_rows(ledger: Ledger, q: ExportQuery) -> Rows:
             for ev in page:
                 row = _event_row(ev)
                 pending.append(row)
-                size += len(row[-1] or "")
+                chars += len(row[-1] or "")
                 # Sample events carry large `data`: cut early to bound a batch's memory.
-                if len(pending) >= BATCH_ROWS or size >= _EVENTS_BATCH_BYTES:
+                if len(pending) >= BATCH_ROWS or chars >= _EVENTS_BATCH_BYTES:
                     yield _event_batch(pending, schema)
-                    pending, size = [], 0
+                    pending, chars = [], 0
+            del page
         if pending:
             yield _event_batch(pending, schema)
 
-    return Rows(ds, count, batches())
+    return Rows(ds, size.rows, batches(), size=size)
 
 
 def month_floor(t: datetime) -> datetime:

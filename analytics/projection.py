@@ -27,6 +27,9 @@ class Projection(Protocol):
     def drop(self, con: duckdb.DuckDBPyConnection) -> None:
         """Drop the tables."""
 
+    # The runner splits a page that raises to skip the events at fault (analytics/runner.py):
+    # a page folded whole or in parts, in order, must give the same tables, and a raise must
+    # leave nothing behind outside the transaction (no cache of what was rolled back).
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[RecordedEvent]) -> None:
         """Fold events into the tables, inside the caller's transaction."""
 

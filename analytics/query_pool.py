@@ -95,7 +95,8 @@ class Worker:
         except (BrokenPipeError, OSError):
             raise _Gone from None
 
-    def _fill(self, deadline: float, cap: int) -> None:
+    def _wait(self, deadline: float) -> int:
+        """The worker's output descriptor once it has something to read."""
         stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -103,29 +104,35 @@ class Worker:
         ready, _, _ = select.select([stdout], [], [], remaining)
         if not ready:
             raise _Overdue
-        chunk = os.read(stdout.fileno(), 1 << 20)
-        if not chunk:
-            raise _Gone
-        self._buf += chunk
-        if len(self._buf) > cap:
-            raise _Oversized
+        return stdout.fileno()
 
     def _exchange(self, request: bytes, deadline: float) -> tuple[dict[str, Any], bytes]:
         cap = self.limits.max_result_bytes + _ENVELOPE_BYTES
         self._send(request)
-        while b"\n" not in self._buf:
-            self._fill(deadline, cap)
-        line, _, rest = bytes(self._buf).partition(b"\n")
-        header: dict[str, Any] = orjson.loads(line)
+        while (end := self._buf.find(b"\n")) < 0:
+            chunk = os.read(self._wait(deadline), 1 << 16)
+            if not chunk:
+                raise _Gone
+            self._buf += chunk
+            if len(self._buf) > cap:
+                raise _Oversized
+        header: dict[str, Any] = orjson.loads(bytes(self._buf[:end]))
         length = int(header.get("length") or 0)
         if length > cap:
             raise _Oversized
-        self._buf = bytearray(rest)
-        while len(self._buf) < length:
-            self._fill(deadline, cap)
-        body = bytes(self._buf[:length])
-        del self._buf[:length]
-        return header, body
+        # The body is read straight into one buffer of its size: no copies while it arrives.
+        body = bytearray(length)
+        view = memoryview(body)
+        have = min(len(self._buf) - end - 1, length)
+        view[:have] = self._buf[end + 1 : end + 1 + have]
+        del self._buf[: end + 1 + have]
+        while have < length:
+            n = os.readv(self._wait(deadline), [view[have:]])
+            if n == 0:
+                raise _Gone
+            have += n
+        view.release()
+        return header, bytes(body)
 
     def run(self, path: Path, sql: str, limit: int, extra: Mapping[str, Any]) -> bytes:
         """The JSON answer of one query; QueryError when refused, failed or stopped."""
@@ -155,6 +162,8 @@ class Worker:
                 "the service itself is unaffected",
             ) from None
         self.fresh = False
+        if header.get("retire"):
+            self.kill()
         if not header.get("ok"):
             raise QueryError(str(header.get("kind")), str(header.get("message")))
         return body

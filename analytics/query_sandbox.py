@@ -39,8 +39,13 @@ _UNITS: Final = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
-#: Rows fetched from DuckDB at a time; results stream, so a huge result is never materialised.
+#: Most rows fetched from DuckDB at a time; results stream, so a huge result is never
+#: materialised.
 _BATCH: Final = 1024
+#: About this many bytes of rows per fetch (the first fetch is one row, to measure them).
+_BATCH_BYTES: Final = 4 * 1024 * 1024
+#: Strings longer than this are encoded in pieces of this many characters.
+_STRING_PIECE: Final = 1 << 20
 _JSON: Final = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 # Absolute paths in DuckDB's messages, e.g. its extension or secret directory: not the
 # caller's business. Paths the query itself names are left alone.
@@ -160,8 +165,21 @@ def redact(message: str, sql: str) -> str:
     return _PATH.sub(lambda m: m.group(0) if m.group(0) in sql else "<path>", message)
 
 
+def _long_string(value: str) -> orjson.Fragment:
+    """A long string's JSON, encoded a piece at a time."""
+    # orjson reserves several times a string's length to encode it, which a worker near its
+    # address-space cap cannot spare; escaping is per character, so pieces join exactly.
+    pieces = (
+        orjson.dumps(value[i : i + _STRING_PIECE])[1:-1]
+        for i in range(0, len(value), _STRING_PIECE)
+    )
+    return orjson.Fragment(b'"' + b"".join(pieces) + b'"')
+
+
 def jsonable(value: Any) -> Any:
     """A DuckDB value as JSON can carry it (see docs/api.md, POST /v1/query)."""
+    if isinstance(value, str) and len(value) > _STRING_PIECE:
+        return _long_string(value)
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -172,6 +190,8 @@ def jsonable(value: Any) -> Any:
         return float(value) if value.is_finite() else None
     if isinstance(value, datetime):
         return value.astimezone(UTC) if value.tzinfo is not None else value
+    if isinstance(value, dtime) and value.tzinfo is not None:
+        return value.isoformat()  # TIMETZ: orjson writes only naive times
     if isinstance(value, date | dtime | UUID):
         return value
     if isinstance(value, timedelta):
@@ -185,13 +205,32 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _least_size(row: tuple[Any, ...]) -> int:
+    """A lower bound of a row's JSON size: its strings, and its blobs in base64."""
+    n = 0
+    for v in row:
+        if isinstance(v, str):
+            n += len(v)
+        elif isinstance(v, bytes | bytearray | memoryview):
+            n += len(v) * 4 // 3
+    return n
+
+
+def _next_batch(size: int, count: int, limits: QueryLimits) -> int:
+    """Rows to fetch next: about _BATCH_BYTES of them, as large as the rows so far."""
+    if count == 0:
+        return 1
+    room = max(1, min(_BATCH_BYTES, limits.max_result_bytes - size))
+    return max(1, min(_BATCH, room * count // max(size, 1)))
+
+
 def run_query(
     con: duckdb.DuckDBPyConnection,
     sql: str,
     limit: int,
     limits: QueryLimits,
     extra: Mapping[str, Any] | None = None,
-) -> bytes:
+) -> bytearray:
     """Run one read-only query on a fresh cursor; the JSON answer of `POST /v1/query`.
 
     Raises QueryRefused / QueryInvalid (analytics.query_guard), QueryFailed or QueryStopped.
@@ -207,20 +246,24 @@ def run_query(
     try:
         cur.execute(sql)
         columns = [{"name": d[0], "type": str(d[1])} for d in cur.description or ()]
-        rows: list[bytes] = []
-        size = 0
+        # The answer is written once, row by row, into one buffer: its size is the rows' size,
+        # never a multiple of it, so a result at the byte cap fits the worker's memory.
+        answer = bytearray(orjson.dumps({"columns": columns})[:-1] + b',"rows":[')
+        count = size = 0
         truncated = False
         while not truncated:
-            batch = cur.fetchmany(min(_BATCH, limit + 1 - len(rows)))
+            batch = cur.fetchmany(min(_next_batch(size, count, limits), limit + 1 - count))
             if not batch:
                 break
             for row in batch:
-                if len(rows) == limit:
+                if count == limit:
                     truncated = True
                     break
-                encoded = orjson.dumps([jsonable(v) for v in row], option=_JSON)
-                if size + len(encoded) + 1 > limits.max_result_bytes:
-                    if not rows:
+                # Measured before encoding too: orjson cannot fail gracefully at the memory cap.
+                over = size + _least_size(row) + 1 > limits.max_result_bytes
+                encoded = b"" if over else orjson.dumps([jsonable(v) for v in row], option=_JSON)
+                if over or size + len(encoded) + 1 > limits.max_result_bytes:
+                    if count == 0:
                         raise QueryStopped(
                             "too_large",
                             f"a single row is larger than the {limits.max_result_bytes} bytes "
@@ -228,8 +271,12 @@ def run_query(
                         )
                     truncated = True
                     break
-                rows.append(encoded)
+                if count:
+                    answer += b","
+                answer += encoded
                 size += len(encoded) + 1
+                count += 1
+            del batch
             if time.monotonic() > deadline:
                 raise duckdb.InterruptException("time limit")
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
@@ -251,12 +298,6 @@ def run_query(
         timer.cancel()
         timer.join()
         cur.close()
-    body = {
-        "columns": columns,
-        "rows": orjson.Fragment(b"[" + b",".join(rows) + b"]"),
-        "row_count": len(rows),
-        "truncated": truncated,
-        "elapsed_ms": elapsed_ms,
-        **(extra or {}),
-    }
-    return orjson.dumps(body)
+    tail = {"row_count": count, "truncated": truncated, "elapsed_ms": elapsed_ms, **(extra or {})}
+    answer += b"]," + orjson.dumps(tail)[1:]
+    return answer

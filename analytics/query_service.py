@@ -3,12 +3,15 @@
 DuckDB lets a process open a file once, with one configuration, and the server holds the read
 model read-write. So queries run on a copy: under the projector's write lock (no catch-up
 runs) the read model is checkpointed and copied; a worker opens the copy read-only and locked.
+The copy never opens the live file (see analytics/readmodel.py: that would drop its lock).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
+import logging
+import os
+import re
 import shutil
 import threading
 import time
@@ -18,13 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import duckdb
 
 from analytics.query_pool import QueryError, WorkerPool
 from analytics.query_sandbox import QueryLimits
-from analytics.readmodel import ReadModel
+from analytics.readmodel import ReadModel, pid_alive
 from store.settings import Settings
 from store.timefmt import format_us
+
+log = logging.getLogger("opsledger.query")
+
+#: A snapshot folder of this layout belongs to the process with that pid: `<pid>.<instance>`.
+_OWNED = re.compile(r"(\d+)\.(\d+)")
+#: Snapshots objects of this process (tests make several over one read model).
+_instances = itertools.count(1)
 
 
 def limits_of(settings: Settings) -> QueryLimits:
@@ -35,6 +47,22 @@ def limits_of(settings: Settings) -> QueryLimits:
         max_rows=settings.query_max_rows,
         max_result_bytes=settings.query_max_result_bytes,
     )
+
+
+def snapshot_root(model_path: Path) -> Path:
+    """The folder under which each server process keeps its query snapshots."""
+    return model_path.parent / f".{model_path.name}.query-snapshots"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a snapshot failed, without file paths (the caller of /v1/query sees it)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
 
 
 @dataclass(slots=True)
@@ -55,11 +83,17 @@ class Snapshots:
         self.model = model
         self.max_age_s = max_age_s
         self.first_wait_s = first_wait_s
-        # Only the process holding the read model writes here, so leftovers of a crashed
-        # server can go.
-        self.base = model.path.parent / f".{model.path.name}.query-snapshots"
+        root = snapshot_root(model.path)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Our own folder: another process's snapshots are never touched, except those of a
+        # process that is gone (a crashed server) or of an older layout.
+        for old in root.iterdir():
+            m = _OWNED.fullmatch(old.name)
+            if m is None or not pid_alive(int(m.group(1))):
+                shutil.rmtree(old, ignore_errors=True)
+        self.base = root / f"{os.getpid()}.{next(_instances)}"
         shutil.rmtree(self.base, ignore_errors=True)
-        self.base.mkdir(parents=True)
+        self.base.mkdir(mode=0o700)
         self._lock = threading.Lock()
         self._current: Snapshot | None = None
         self._seq = itertools.count(1)
@@ -72,21 +106,44 @@ class Snapshots:
         ).fetchone()
         return tuple(row or ())
 
-    def _copy(self, con: duckdb.DuckDBPyConnection) -> Path:
-        # Under the write lock nothing commits, so the file and its WAL hold every committed
-        # change and no more. CHECKPOINT folds the WAL in; it fails while some cursor keeps an
-        # older transaction open across a rebuild, and then the WAL is copied along: the
-        # worker's read-only open replays it.
-        with contextlib.suppress(duckdb.TransactionException):
+    def _checkpointed(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the file alone now holds every committed change (its WAL folded in)."""
+        # CHECKPOINT fails while some cursor keeps an older transaction open across a rebuild.
+        try:
             con.execute("CHECKPOINT")
-        folder = self.base / str(next(self._seq))
-        folder.mkdir()
+        except duckdb.TransactionException:
+            return False
+        return not self.model.wal_path.exists()
+
+    def _copy_database(self, con: duckdb.DuckDBPyConnection, target: Path, n: int) -> None:
+        # DuckDB writes its catalog and rows into a new file through this connection: slower
+        # than copying bytes, but it needs no checkpoint and opens nothing of the live file.
+        alias = _quoted(f"snapshot_{os.getpid()}_{n}")
+        row = con.execute("SELECT current_database()").fetchone()
+        catalog = _quoted(str(row[0]) if row else "main")
+        path = str(target).replace("'", "''")
+        con.execute(f"ATTACH '{path}' AS {alias}")
+        try:
+            con.execute(f"COPY FROM DATABASE {catalog} TO {alias}")
+        finally:
+            con.execute(f"DETACH {alias}")
+        os.chmod(target, 0o600)
+
+    def _copy(self, con: duckdb.DuckDBPyConnection) -> Path:
+        n = next(self._seq)
+        folder = self.base / str(n)
+        folder.mkdir(mode=0o700)
         # The file keeps its name, so the catalog is called the same as in the CLI.
         target = folder / self.model.path.name
-        shutil.copyfile(self.model.path, target)
-        wal = self.model.path.with_name(self.model.path.name + ".wal")
-        if wal.exists():
-            shutil.copyfile(wal, target.with_name(target.name + ".wal"))
+        try:
+            if self._checkpointed(con):
+                self.model.copy_to(target)
+            else:
+                log.info("query snapshot: the WAL could not be folded in; DuckDB copies the data")
+                self._copy_database(con, target, n)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return target
 
     def _refresh(self, old: Snapshot | None) -> Snapshot:
@@ -96,23 +153,43 @@ class Snapshots:
             if old is not None:
                 return old
             raise QueryError("unavailable", "the read model is busy (a rebuild?); retry shortly")
-        # A cursor of its own: a thread's cursor may still hold the result of its last read.
-        con = self.model.cursor().cursor()
+        failure: BaseException | None = None
         try:
-            now = time.time()
-            fingerprint = self._fingerprint(con)
-            if old is not None and fingerprint == old.fingerprint:
-                old.as_of = now
-                return old
-            new = Snapshot(self._copy(con), fingerprint, now)
+            # A cursor of its own: a thread's cursor may still hold the result of its last read.
+            con = self.model.cursor().cursor()
+            try:
+                now = time.time()
+                fingerprint = self._fingerprint(con)
+                if old is not None and fingerprint == old.fingerprint:
+                    old.as_of = now
+                    return old
+                new = Snapshot(self._copy(con), fingerprint, now)
+            finally:
+                con.close()
+        except (duckdb.Error, OSError) as exc:
+            failure = exc
         finally:
-            con.close()
             self.model.write_lock.release()
+        if failure is not None:
+            return self._fallback(old, failure)
         if old is not None:
             old.retired = True
             self._discard(old)
         self._current = new
         return new
+
+    def _fallback(self, old: Snapshot | None, exc: BaseException) -> Snapshot:
+        """The previous snapshot when a new one cannot be made (a full disk, a fatal error)."""
+        log.warning("query snapshot failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        if isinstance(exc, duckdb.FatalException):
+            self.model.note_fatal(exc)
+            self.model.recover()
+        if old is not None:
+            return old
+        raise QueryError(
+            "unavailable",
+            f"the read model could not be copied for queries ({_reason(exc)}); retry shortly",
+        )
 
     def _discard(self, snap: Snapshot) -> None:
         if snap.retired and snap.users == 0:
@@ -134,7 +211,7 @@ class Snapshots:
                 self._discard(snap)
 
     def close(self) -> None:
-        """Remove every snapshot."""
+        """Remove every snapshot of this object."""
         with self._lock:
             self._current = None
             shutil.rmtree(self.base, ignore_errors=True)
@@ -149,6 +226,24 @@ class QueryService:
             model, settings.query_snapshot_seconds, first_wait_s=self.limits.timeout_s
         )
         self.pool = WorkerPool(self.limits, settings.query_max_concurrent)
+        # A query waits for its turn here, in the event loop, holding no thread; once its turn
+        # comes it runs on a thread of its own limiter, never one of the pool other routes use.
+        self._turns = anyio.Semaphore(settings.query_max_concurrent)
+        self._threads = anyio.CapacityLimiter(settings.query_max_concurrent)
+
+    async def answer(self, sql: str, limit: int) -> bytes:
+        """`run` from the event loop: QueryError("busy") when no turn comes within the limit."""
+        try:
+            with anyio.fail_after(self.limits.timeout_s):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise QueryError(
+                "busy", "every query worker is busy (query_max_concurrent); retry shortly"
+            ) from None
+        try:
+            return await anyio.to_thread.run_sync(self.run, sql, limit, limiter=self._threads)
+        finally:
+            self._turns.release()
 
     def run(self, sql: str, limit: int) -> bytes:
         """The JSON answer; QueryError when refused, failed, stopped or busy."""

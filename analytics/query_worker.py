@@ -7,7 +7,8 @@ and the server kills the process when it overruns its time limit.
 
 Protocol (stdin/stdout): the first line is the limits as JSON; then each request is one JSON
 line `{"path", "sql", "limit", "extra"}`, answered by a JSON header line
-`{"ok", "kind", "message", "length"}` followed by `length` bytes of body when ok.
+`{"ok", "kind", "message", "length", "retire"}` followed by `length` bytes of body when ok;
+`retire` asks the server to replace this process once it has read the answer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from analytics.query_sandbox import (
 
 #: Above DuckDB's own memory limit: the interpreter, result conversion and allocator slack.
 HEADROOM_BYTES: Final = 256 * 1024 * 1024
+#: A worker whose address space grew this much past its start asks to be replaced: memory
+#: kept by DuckDB and the allocator after a large query is taken from the next query's share.
+RETIRE_GROWTH_BYTES: Final = HEADROOM_BYTES // 2
 
 
 def _vm_size() -> int | None:
@@ -47,8 +51,8 @@ def _vm_size() -> int | None:
     return None
 
 
-def confine(limits: QueryLimits) -> None:
-    """Lower the priority and cap the address space of this process (Linux)."""
+def confine(limits: QueryLimits) -> int | None:
+    """Lower the priority and cap the address space of this process (Linux); its base size."""
     with contextlib.suppress(OSError):
         os.nice(5)  # the API, the projector and the collectors come first
     # Open and close a database once, so DuckDB's own reservations count in the baseline.
@@ -57,6 +61,7 @@ def confine(limits: QueryLimits) -> None:
     if base is not None:
         cap = base + limits.memory_bytes + 2 * limits.max_result_bytes + HEADROOM_BYTES
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    return base
 
 
 class _Session:
@@ -76,7 +81,7 @@ class _Session:
             self.path = path
         return self.con
 
-    def serve(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    def serve(self, request: dict[str, Any]) -> tuple[dict[str, Any], bytes | bytearray]:
         sql = str(request["sql"])
         try:
             con = self.connection(str(request["path"]))
@@ -100,11 +105,16 @@ class _Session:
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """Answer requests until stdin closes."""
     limits = QueryLimits(**orjson.loads(stdin.readline()))
-    confine(limits)
+    base = confine(limits)
     session = _Session(limits)
     for line in stdin:
         header, body = session.serve(orjson.loads(line))
-        stdout.write(orjson.dumps(header) + b"\n" + body)
+        size = _vm_size()
+        if base is not None and size is not None and size > base + RETIRE_GROWTH_BYTES:
+            header["retire"] = True
+        # Two writes, not one concatenation: the body may be most of the memory allowed.
+        stdout.write(orjson.dumps(header) + b"\n")
+        stdout.write(body)
         stdout.flush()
 
 

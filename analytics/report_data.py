@@ -742,6 +742,7 @@ def _summary(data: dict[str, Any], month: Month) -> dict[str, Any]:
                 "over_budget",
                 "days_elapsed",
                 "days_in_month",
+                "out_of_range",
             )
         },
     }

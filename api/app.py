@@ -17,8 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from analytics.projector import Projector
 from analytics.query_service import QueryService
+from analytics.readmodel import ReadModelBusy, ReadModelUnavailable
 from api.disk_full import install as install_disk_full
 from api.incident_schemas import Incident as IncidentBody
+from api.logs import install as install_log_redaction
 from api.metrics import install as install_metrics
 from api.openapi import install as install_openapi
 from api.routes import capacity, collectors, events, health, incidents, sla, storage
@@ -31,6 +33,7 @@ from api.routes import reports as report_routes
 from api.routes import webhooks as webhook_routes
 from api.routes.events import BodyTooLarge
 from api.routes.incidents import state_body
+from api.server import BodyTimeout
 from ingest.collectors.config import load_collectors
 from ingest.collectors.runtime import Collector
 from ingest.collectors.scheduler import CollectorScheduler
@@ -111,6 +114,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def body(_r: Request, exc: BodyError) -> JSONResponse:
         return _error(exc.status, str(exc))
 
+    @app.exception_handler(ReadModelUnavailable)
+    async def read_model_down(_r: Request, exc: ReadModelUnavailable) -> JSONResponse:
+        # The projector reopens it by itself (a fatal DuckDB error invalidated it): retry.
+        return _error(503, str(exc), headers={"Retry-After": "5"})
+
     @app.exception_handler(BodyTooLarge)
     async def too_large(_r: Request, exc: BodyTooLarge) -> JSONResponse:
         return _error(413, str(exc))
@@ -138,7 +146,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def _announce(path: Path, url: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps({"url": url, "pid": os.getpid()}))
+    # Written whole, then renamed: the CLI never reads half an announcement.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps({"url": url, "pid": os.getpid()}))
+    os.replace(tmp, path)
 
 
 def _withdraw(path: Path) -> None:
@@ -170,20 +183,29 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The read model opens only in a served process: DuckDB admits one writing process.
+        # The read model opens only in a served process, which holds it until it stops: one
+        # server per home. Another holding it refuses the start, before the server listens.
         projector = None
+        app.state.query_service = None
         if projections:
-            projector = Projector(
-                app.state.ledger, settings.read_model, settings.projection_interval_seconds
-            )
-            projector.start()
-            if announce_url is not None:
-                _announce(settings.server_file, announce_url)
+            try:
+                projector = Projector(
+                    app.state.ledger, settings.read_model, settings.projection_interval_seconds
+                )
+            except ReadModelBusy as exc:
+                log.error("not starting: %s", exc)
+                raise
+            try:
+                projector.start()
+                if announce_url is not None:
+                    _announce(settings.server_file, announce_url)
+                # Read-only SQL runs in worker processes on snapshots of the read model.
+                app.state.query_service = QueryService(projector.model, settings)
+            except BaseException:
+                _withdraw(settings.server_file)
+                projector.stop()
+                raise
         app.state.projector = projector
-        # Read-only SQL runs in worker processes on snapshots of the read model.
-        app.state.query_service = (
-            QueryService(projector.model, settings) if projector is not None else None
-        )
         scheduler = None
         if sources:
             scheduler = CollectorScheduler(
@@ -219,6 +241,12 @@ def create_app(
     app.state.ledger = ledger or Ledger.from_url(settings.ledger_url)
     _install_error_handlers(app)
     install_disk_full(app)
+    install_log_redaction()
+    app.add_middleware(
+        BodyTimeout,
+        idle_seconds=settings.request_read_timeout_seconds,
+        total_seconds=settings.request_body_timeout_seconds,
+    )
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(projection_routes.router)

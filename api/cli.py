@@ -100,7 +100,6 @@ def db_upgrade(
 ) -> None:
     """Create or migrate the ledger's tables to the latest revision."""
     from alembic.util import CommandError
-    from rich.markup import escape
 
     from store.migrate import NewerLedgerError, current_revision, upgrade
 
@@ -109,9 +108,9 @@ def db_upgrade(
         upgrade(url, revision)
     except NewerLedgerError as exc:
         # Refused before Alembic ran: nothing was changed.
-        raise _fail(escape(str(exc))) from None
+        raise _fail(str(exc)) from None
     except CommandError as exc:
-        raise _fail(escape(f"revision {revision}: {exc}"), 2) from None
+        raise _fail(f"revision {revision}: {exc}", 2) from None
     now = current_revision(_ledger().engine)
     err.print(f"ledger at {display_url(url)} is at revision {now}", highlight=False)
 
@@ -139,16 +138,17 @@ def keys_create(
 
 @keys_app.command("list", epilog="Example: `opsledger keys list --all`")
 def keys_list(
-    all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked and expired keys.")] = False,
 ) -> None:
-    """List API keys (ids, names, scopes; never tokens)."""
-    table = Table("key id", "name", "scope", "created", "revoked")
+    """List API keys (ids, names, scopes, expiry; never tokens)."""
+    table = Table("key id", "name", "scope", "created", "expires", "revoked")
     for k in list_keys(_ledger().engine, include_revoked=all_):
         table.add_row(
             k.key_id,
             k.name,
             k.scope,
             format_us(k.created_at_us),
+            format_us(k.expires_at_us) if k.expires_at_us else "",
             format_us(k.revoked_at_us) if k.revoked_at_us else "",
         )
     out.print(table)
@@ -317,19 +317,53 @@ def events_tail(
 
 
 def _print_projections(states: list[dict[str, Any]]) -> None:
-    table = Table("projection", "version", "position", "ledger head", "lag")
+    from rich.markup import escape
+
+    table = Table("projection", "version", "position", "ledger head", "lag", "poisoned", "failing")
     for st in states:
+        # .get: a server of an earlier release answers without these keys.
+        error = st.get("last_error")
         table.add_row(
-            st["name"], str(st["version"]), str(st["position"]), str(st["head"]), str(st["lag"])
+            st["name"],
+            str(st["version"]),
+            str(st["position"]),
+            str(st["head"]),
+            str(st["lag"]),
+            str(st.get("poisoned", 0)),
+            "" if error is None else error["stage"],
         )
     out.print(table)
+    # Whole lines, not table cells: an error message is long and must not be cut.
+    for st in states:
+        error = st.get("last_error")
+        if error is not None:
+            out.print(
+                f"{st['name']}: failing ({error['stage']} at position {error['position']}, "
+                f"{error['at']}): {escape(error['error_type'])}: {escape(error['error'])}; "
+                "retried at each catch-up",
+                highlight=False,
+                soft_wrap=True,
+            )
+        events = st.get("poisoned_events") or []
+        if events:
+            shown = "" if len(events) == st["poisoned"] else f", the latest {len(events)}"
+            out.print(
+                f"{st['name']}: {st['poisoned']} poisoned event(s) skipped{shown}:",
+                highlight=False,
+            )
+            for ev in events:
+                out.print(
+                    f"  position {ev['position']}  {escape(ev['type'])}  id {escape(ev['id'])}"
+                    f"  {escape(ev['error_type'])}: {escape(ev['error'])}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
 
 def _local_states(runner: Any) -> list[dict[str, Any]]:
-    return [
-        {"name": s.name, "version": s.version, "position": s.position, "head": s.head, "lag": s.lag}
-        for s in runner.status()
-    ]
+    # The API's body (ProjectionStatus.as_dict), so both print alike.
+    states: list[dict[str, Any]] = [s.as_dict() for s in runner.status()]
+    return states
 
 
 def _run_local(action: str, names: list[str] | None) -> list[dict[str, Any]] | None:
@@ -346,6 +380,11 @@ def _run_local(action: str, names: list[str] | None) -> list[dict[str, Any]] | N
         runner = Runner(_ledger(), model, default_projections())
         if action == "status":
             return _local_states(runner)
+        unknown = [n for n in names or [] if n not in runner.projections]
+        if unknown:
+            known = ", ".join(runner.projections)
+            raise _fail(f"unknown projection {unknown[0]!r}; known: {known}", 2)
+        failed: Exception | None = None
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -366,9 +405,14 @@ def _run_local(action: str, names: list[str] | None) -> list[dict[str, Any]] | N
                     runner.rebuild(names, progress)
                 else:
                     runner.catch_up(names, progress)
-            except KeyError as exc:
-                raise _fail(str(exc.args[0]), 2) from None
-        return _local_states(runner)
+            except Exception as exc:
+                # Every projection has had its turn; each failure is in its `last_error`.
+                failed = exc
+        states = _local_states(runner)
+        if failed is not None:
+            _print_projections(states)
+            raise _fail(f"a projection failed ({type(failed).__name__}); see its error above")
+        return states
     finally:
         model.close()
 
@@ -416,9 +460,10 @@ def serve(
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
-    from rich.markup import escape
 
     from api.app import create_app
+    from api.logs import uvicorn_log_config
+    from api.server import ReadTimeoutProtocol
     from store.engine import make_engine
     from store.migrate import check_current
 
@@ -431,14 +476,31 @@ def serve(
     finally:
         engine.dispose()
     if problem is not None:
-        raise _fail(escape(problem))
+        raise _fail(problem)
+    from analytics.readmodel import ReadModelBusy, ensure_free
+
+    # One server per home: say so in one line before uvicorn starts (its lifespan would
+    # refuse as well, with a traceback).
+    try:
+        ensure_free(settings.read_model)
+    except ReadModelBusy as exc:
+        raise _fail(str(exc)) from None
     err.print(
         f"serving http://{host}:{port}  (ledger {display_url(settings.ledger_url)})",
         highlight=False,
     )
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     app_ = create_app(settings, announce_url=f"http://{local}:{port}")
-    uvicorn.run(app_, host=host, port=port, log_level=settings.log_level)
+    # The h11 protocol with a deadline for each request head (uvicorn has none), and uvicorn's
+    # log configuration with tokens and URL passwords redacted on every handler.
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        log_config=uvicorn_log_config(),
+        http=ReadTimeoutProtocol.with_timeout(settings.request_read_timeout_seconds),
+    )
 
 
 @app.command("demo", epilog="Example: `opsledger demo --since 2026-10-01 --seed 7`")

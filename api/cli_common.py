@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from store.keys import Scope, create_key, revoke_key
+from store.keys import Scope, create_delegate_key, revoke_key
 from store.ledger import Ledger
 from store.settings import get_settings
 from store.timefmt import TimeFormatError, parse_rfc3339_us
@@ -28,7 +29,9 @@ def ledger() -> Ledger:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error and return the exit to raise (2 for bad input)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # The message is text, never markup: paths, URLs and errors may hold `[...]` (a bucket
+    # named `[/x]` raised Rich's MarkupError instead of printing).
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -57,21 +60,27 @@ def delegate_raw(
     import urllib.error
     import urllib.request
 
-    try:
-        info = orjson.loads(server_file().read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+    from analytics.readmodel import announced, holder_pid
+
+    model = get_settings().read_model
+    server = announced(model)
+    if server is None:
+        pid = holder_pid(model)
+        who = f" (pid {pid})" if pid is not None else ""
         raise fail(
-            f"{get_settings().read_model} is open in another process and no server "
-            "announced itself; stop that process and retry"
-        ) from None
+            f"{model} is open in another process{who} and no server announced itself; "
+            "wait for it to finish or stop it, and retry"
+        )
+    pid, url = server
     engine = ledger().engine
-    key, token = create_key(engine, "cli-delegate", scope)
+    # Short-lived: were this process killed before it revokes the key, the key would expire
+    # by itself (and the next delegated call revokes it).
+    key, token = create_delegate_key(engine, scope)
     headers = {"Authorization": f"Bearer {token}"}
     if payload is not None:
         headers["Content-Type"] = "application/json"
     try:
-        url = info["url"] + path
-        req = urllib.request.Request(url, data=payload, method=method, headers=headers)
+        req = urllib.request.Request(url + path, data=payload, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=3600) as resp:
             body: bytes = resp.read()
             return body
@@ -84,7 +93,10 @@ def delegate_raw(
             message = str(exc)
         raise fail(message, _EXIT_CODES.get(exc.code, 1)) from None
     except urllib.error.URLError as exc:
-        raise fail(f"the server at {info['url']} did not answer: {exc}") from None
+        raise fail(
+            f"the server at {url} (pid {pid}) did not answer: {exc.reason}; "
+            f"if no server runs, remove {server_file()}"
+        ) from None
     finally:
         revoke_key(engine, key.key_id)
 

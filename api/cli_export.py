@@ -20,6 +20,7 @@ from analytics.export_files import (
     FORMATS,
     Format,
     Partition,
+    check_endpoint,
     encode,
     publish_local,
     publish_s3,
@@ -37,7 +38,7 @@ from analytics.exports import (
     read_model_rows,
 )
 from api.cli_common import delegate_raw, err, fail, ledger, server_file, time_option
-from store.keys import create_key, revoke_key
+from store.keys import create_delegate_key, revoke_key
 from store.settings import get_settings
 
 PARTITIONS = ("none", "month")
@@ -74,7 +75,7 @@ def _delegated(ds: Dataset, q: ExportQuery) -> Iterator[Rows]:
     delegate_raw("POST", "/v1/projections/catch-up")
     info = orjson.loads(server_file().read_bytes())
     engine = ledger().engine
-    key, token = create_key(engine, "cli-delegate", "admin")
+    key, token = create_delegate_key(engine, "admin")
     try:
         req = urllib.request.Request(
             info["url"] + _path(ds, "arrow", q), headers={"Authorization": f"Bearer {token}"}
@@ -125,20 +126,31 @@ def _rows(ds: Dataset, q: ExportQuery) -> Iterator[Rows]:
 
 
 def _s3_client() -> Any:
+    """The S3 client of the export settings, made before any work (exit 2 when they are bad)."""
     import boto3
+    from botocore.exceptions import BotoCoreError
 
     settings = get_settings()
-    session = boto3.session.Session(region_name=settings.export_s3_region)
-    return session.client("s3", endpoint_url=settings.export_s3_endpoint_url)
+    endpoint = settings.export_s3_endpoint_url
+    if endpoint is not None:
+        try:
+            check_endpoint(endpoint)
+        except ValueError as exc:
+            raise fail(f"OPSLEDGER_EXPORT_S3_ENDPOINT_URL: {exc}", 2) from None
+    try:
+        session = boto3.session.Session(region_name=settings.export_s3_region)
+        return session.client("s3", endpoint_url=endpoint)
+    except (BotoCoreError, ValueError) as exc:
+        raise fail(f"S3 client: {exc}", 2) from None
 
 
-def _publish(out: str, written: list[Partition]) -> list[str]:
-    if not out.startswith("s3://"):
+def _publish(out: str, written: list[Partition], client: Any) -> list[str]:
+    if client is None:
         return [str(p) for p in publish_local(Path(out), written)]
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return publish_s3(_s3_client(), out, written)
+        return publish_s3(client, out, written)
     except (BotoCoreError, ClientError) as exc:
         raise fail(f"S3 upload to {out}: {exc}") from None
 
@@ -222,33 +234,57 @@ def export(
         end = None if end is None else month_ceil(end)
     q = ExportQuery(start, end, cluster, tuple(type_) if type_ else None, when)
     fmt = cast(Format, format)
+    client = _s3_client() if out.startswith("s3://") else None
+    if client is None:
+        _check_local(out, partition)
+    try:
+        total, where = _write(ds, q, fmt, out, partition, client)
+    except OSError as exc:
+        # A full disk, a read-only or vanished directory: said plainly, not as a traceback.
+        raise fail(f"export to {out}: {exc.strerror or exc}") from None
+    err.print(
+        f"exported {total} rows of {ds.name} (schema version {ds.version}) to {where}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _check_local(out: str, partition: str) -> None:
+    """Refuse, before any work, an --out that cannot be written as asked (exit 2)."""
+    if out == "-":
+        return
+    path = Path(out)
+    if partition == "month":
+        if path.exists() and not path.is_dir():
+            raise fail(f"--out {out}: not a directory (--partition month writes one)", 2)
+    elif path.is_dir():
+        raise fail(f"--out {out}: is a directory; name the file to write", 2)
+
+
+def _write(
+    ds: Dataset, q: ExportQuery, fmt: Format, out: str, partition: str, client: Any
+) -> tuple[int, str]:
+    """Export the rows; (rows written, where to)."""
     with _rows(ds, q) as rows:
         if partition == "month":
-            base = Path(out) if not out.startswith("s3://") else Path(tempfile.gettempdir())
+            base = Path(out) if client is None else Path(tempfile.gettempdir())
             base.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".opsledger-export-", dir=base))
             try:
                 written = write_partitions(staging, rows.batches, ds)
-                targets = _publish(out, written)
+                targets = _publish(out, written, client)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             for p, target in zip(written, targets, strict=True):
-                err.print(f"{target}: {p.rows} rows", highlight=False)
-            total = sum(p.rows for p in written)
-            where = f"{len(written)} month partition(s) under {out}"
-        elif out == "-":
-            total = 0
-            for chunk in encode(_counting(rows, counter := [0]), fmt, ds.schema):
+                err.print(f"{target}: {p.rows} rows", highlight=False, markup=False)
+            return sum(p.rows for p in written), f"{len(written)} month partition(s) under {out}"
+        if out == "-":
+            counter = [0]
+            for chunk in encode(_counting(rows, counter), fmt, ds.schema):
                 sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
-            total, where = counter[0], "standard output"
-        else:
-            total = write_file(Path(out), rows.batches, fmt, ds)
-            where = out
-    err.print(
-        f"exported {total} rows of {ds.name} (schema version {ds.version}) to {where}",
-        highlight=False,
-    )
+            return counter[0], "standard output"
+        return write_file(Path(out), rows.batches, fmt, ds), out
 
 
 def _counting(rows: Rows, counter: list[int]) -> Iterator[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter as Tally
@@ -194,9 +195,18 @@ def storage_families(con: Any, now: datetime) -> Iterator[Metric]:
 
 
 def cost_families(con: Any, today: date) -> Iterator[Metric]:
-    """This month's spend, its run-rate projection and the budget."""
+    """This month's spend, its run-rate projection and the budget; amounts out of range."""
     month = today.strftime("%Y-%m")
     c = month_cost(con, month, today)
+    bad = c["out_of_range"]
+    # Always there, so an alert can watch it: the figures below are left out while it is > 0.
+    out_of_range = _gauge(
+        "opsledger_cost_out_of_range_amounts",
+        "This month's recorded cost amounts (and budget) beyond the contract's ±1e12, which "
+        "leave the spend, projection and budget gauges out (docs/report.md).",
+    )
+    out_of_range.add_metric([], float(len(bad["amounts"]) + bad["budget"]))
+    yield out_of_range
     if not c["days_elapsed"] and c["budget"] is None:
         return
     currency = [c["currency"] or ""]
@@ -205,10 +215,12 @@ def cost_families(con: Any, today: date) -> Iterator[Metric]:
         ("projected", "Spend projected to the end of this month at the run rate.", c["projected"]),
         ("budget", "This month's budget.", c["budget"]),
     ):
-        if value is not None:
+        if value is not None and math.isfinite(value):
             family = _gauge(f"opsledger_cost_month_{name}", doc, ["currency"])
             family.add_metric(currency, float(value))
             yield family
+    if bad["amounts"] or bad["budget"]:
+        return  # over or within budget is unknown
     over = _gauge(
         "opsledger_cost_over_budget", "1 when the projection exceeds the budget by over 10 %."
     )
@@ -342,11 +354,30 @@ class LedgerCollector(Collector):
             ["projection"],
         )
         head = _gauge("opsledger_ledger_head_position", "The ledger's last position.")
+        poisoned = _gauge(
+            "opsledger_projection_poisoned_events",
+            "Events the projection skipped because it cannot apply them (GET /v1/projections).",
+            ["projection"],
+        )
+        failing = _gauge(
+            "opsledger_projection_failing",
+            "1 while the projection's catch-ups fail for a reason no event is to blame for.",
+            ["projection"],
+        )
+        failed_at = _gauge(
+            "opsledger_projection_last_error_timestamp_seconds",
+            "Unix time of the failing projection's last error; absent when it is not failing.",
+            ["projection"],
+        )
         for s in statuses:
             lag.add_metric([s.name], float(s.lag))
+            poisoned.add_metric([s.name], float(s.poisoned))
+            failing.add_metric([s.name], 0.0 if s.last_error is None else 1.0)
+            if s.last_error is not None:
+                failed_at.add_metric([s.name], (s.last_error.at - _EPOCH).total_seconds())
         if statuses:
             head.add_metric([], float(statuses[0].head))
-        yield from (lag, head)
+        yield from (lag, head, poisoned, failing, failed_at)
 
 
 def install(app: FastAPI, settings: Settings) -> AppMetrics:

@@ -213,14 +213,43 @@ class TrendsResponse(BaseModel):
     }
 
 
+class PoisonedEventState(BaseModel):
+    """An event the projection could not apply: skipped, with the error it raised."""
+
+    position: int = Field(description="The event's ledger position.")
+    type: str
+    id: str
+    source: str
+    error_type: str = Field(description="The exception's class, e.g. `KeyError`.")
+    error: str = Field(description="The error's first line.")
+    at: str = Field(description="When it was skipped (RFC 3339, UTC).")
+
+
+class ProjectionErrorState(BaseModel):
+    """The projection's last failed catch-up that no event was to blame for."""
+
+    stage: Literal["read", "apply", "settle"]
+    position: int = Field(description="The checkpoint when it failed.")
+    error_type: str
+    error: str = Field(description="The error's first line.")
+    at: str = Field(description="When it failed (RFC 3339, UTC).")
+
+
 class ProjectionState(BaseModel):
-    """A projection's checkpoint against the ledger head."""
+    """A projection's checkpoint against the ledger head, and what it could not apply."""
 
     name: str
     version: int
     position: int
     head: int
     lag: int
+    poisoned: int = Field(description="Events skipped because the projection cannot apply them.")
+    poisoned_events: list[PoisonedEventState] = Field(
+        description="The latest poisoned events (10 at most), newest position first."
+    )
+    last_error: ProjectionErrorState | None = Field(
+        description="Set while the projection's catch-ups fail; null once one goes through."
+    )
 
 
 class ProjectionsResponse(BaseModel):

@@ -455,14 +455,17 @@ def verify_pagerduty_signature(body: bytes, header: str | None, secret: str) -> 
     """True when any `v1=<hex>` in the header is the HMAC-SHA256 of the body under the secret."""
     if not header:
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
     ok = False
     # Several signatures arrive while PagerDuty rotates the secret; compare every one so the
     # time taken does not depend on which (if any) matched.
     for part in header.split(","):
         scheme, _, value = part.strip().partition("=")
         if scheme == "v1":
-            ok = hmac.compare_digest(expected, value.strip().lower()) or ok
+            # As bytes: compare_digest raises TypeError on text with non-ASCII characters,
+            # which a header may hold (HTTP headers arrive as Latin-1).
+            given = value.strip().lower().encode("utf-8", "replace")
+            ok = hmac.compare_digest(expected, given) or ok
     return ok
 
 

@@ -77,6 +77,8 @@ api_keys = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    # NULL: never expires. The CLI's one-off delegate keys expire (store/keys.py).
+    Column("expires_at", BigInteger),
 )
 
 DATA_JSON = 0

@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
     )
+    request_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A request head must arrive within this of the connection or of the "
+        "previous response, and a body may pause no longer (408 and the connection closes).",
+    )
+    request_body_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description="A whole request body must arrive within this of its request head (408 "
+        "and the connection closes; nothing is written).",
+    )
     max_batch_events: int = Field(
         10_000, ge=1, description="Most events accepted in one batch request (422 beyond)."
     )
@@ -175,6 +189,13 @@ class Settings(BaseSettings):
         ge=0,
         le=300,
         description="How long `GET /metrics` reuses the read-model figures it computed.",
+    )
+    forecast_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="How long `GET /v1/storage/forecast` without `as_of` reuses a forecast it "
+        "computed for the same filters (its `as_of` says when); 0 computes every time.",
     )
     metrics_forecast_cache_seconds: float = Field(
         300.0,

@@ -468,6 +468,9 @@ def test_catch_up_with_admin(bed: Bed) -> None:
         "position": 7,
         "head": 7,
         "lag": 0,
+        "poisoned": 0,
+        "poisoned_events": [],
+        "last_error": None,
     }
     assert all(s["lag"] == 0 for s in states)
 

@@ -670,8 +670,8 @@ def test_snapshots_follow_the_read_model(tmp_path: Path) -> None:
             with eager.use() as three:
                 assert three.path == two.path and three.as_of >= two.as_of
         assert not one.path.exists()  # retired and unused: removed
-        # A cursor holding a read open across a rebuild makes CHECKPOINT fail: the snapshot
-        # then carries the WAL, which the worker's read-only open replays.
+        # A cursor holding a read open across a rebuild makes CHECKPOINT fail: the snapshot is
+        # then DuckDB's own copy of the database (COPY FROM DATABASE), complete without a WAL.
         model.cursor().execute("SELECT 1 FROM range(10)").fetchone()
         ledger.append(validate_events([opened("INC-6", "P1", "2026-10-14T02:00:00Z", "x")]))
         rebuild = threading.Thread(target=runner.rebuild, args=(["incidents"],))
@@ -679,7 +679,8 @@ def test_snapshots_follow_the_read_model(tmp_path: Path) -> None:
         rebuild.join()
         with eager.use() as rebuilt:
             assert rebuilt.path != two.path
-            assert rebuilt.path.with_name("rm.duckdb.wal").exists()
+            assert model.wal_path.exists()  # not checkpointed
+            assert not rebuilt.path.with_name("rm.duckdb.wal").exists()
             pool = WorkerPool(_limits(), 1)
             try:
                 body = orjson.loads(pool.run(rebuilt.path, "SELECT count(*) FROM incidents", 5))

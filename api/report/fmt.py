@@ -9,6 +9,8 @@ from typing import Final
 
 NBSP: Final = "\u00a0"
 DASH: Final = "–"
+#: What an amount that cannot be a sum of real spend shows instead of a number.
+OUT_OF_RANGE: Final = "out of range"
 _EPOCH: Final = datetime(1970, 1, 1)
 _UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 # strftime's month names follow the C library's locale; these never do.
@@ -63,6 +65,8 @@ def money(amount: float | None, currency: str | None) -> str:
     """An amount with no decimals and its currency code (`27,111 USD`)."""
     if amount is None:
         return DASH
+    if not math.isfinite(amount):
+        return OUT_OF_RANGE
     return f"{num(amount, 0)}{NBSP}{currency or ''}".rstrip()
 
 

@@ -16,6 +16,7 @@ from api.report import svg
 from api.report.fmt import (
     DASH,
     NBSP,
+    OUT_OF_RANGE,
     count,
     day,
     days,
@@ -33,6 +34,7 @@ from api.report.fmt import (
     size,
 )
 from api.report.style import CSS
+from store.datamodels import MAX_AMOUNT
 
 #: No fetch of any kind, no script, no form, no frame: the page is inert wherever it is opened.
 CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -40,6 +42,8 @@ HOT: Final = 0.85
 ALERT: Final = 0.85
 EXPAND: Final = 0.90
 AMBER: Final = "#B26A00"
+#: The bound the contract puts on one amount, as the report prints it.
+_LIMIT: Final = num(MAX_AMOUNT, 0)
 HOUR_S: Final = 3600
 _RESOURCE: Final = {"cpu": "CPU", "memory": "memory"}
 _SECTIONS: Final = (
@@ -218,14 +222,7 @@ class _Report:
                 f"{count(inc['response_breaches'])} (was {count(prev['response_breaches'])})",
                 "bad" if inc["response_breaches"] > prev["response_breaches"] else "",
             ),
-            self.card(
-                "Spend against budget",
-                pct(cost["projected_vs_budget"], 0) if cost["budget"] else DASH,
-                f"{money(cost['spend_to_date'], cost['currency'])} spent of "
-                f"{money(cost['budget'], cost['currency'])}"
-                + (" · over budget (> 10 %)" if cost["over_budget"] else ""),
-                "bad" if cost["over_budget"] else "good",
-            ),
+            self.cost_card(cost),
         ]
         body = [f'<div class="cards">{"".join(cards)}</div>']
         body.append("<h3>What to expand, by when</h3>")
@@ -356,8 +353,35 @@ class _Report:
             [[_e(r[0]), r[1], r[2]] for r in rows],
         )
 
+    def cost_card(self, c: dict[str, Any]) -> str:
+        cur = c["currency"]
+        bad = c["out_of_range"]
+        if bad["amounts"]:
+            n = len(bad["amounts"])
+            note = f"{count(n)} recorded amount{'s' if n != 1 else ''} beyond ±{_LIMIT}: see Cost"
+            return self.card("Spend against budget", OUT_OF_RANGE, note, "bad")
+        return self.card(
+            "Spend against budget",
+            pct(c["projected_vs_budget"], 0) if c["budget"] else DASH,
+            f"{money(c['spend_to_date'], cur)} spent of "
+            + (OUT_OF_RANGE if bad["budget"] else money(c["budget"], cur))
+            + (" · over budget (> 10 %)" if c["over_budget"] else ""),
+            "bad" if c["over_budget"] or bad["budget"] else "good",
+        )
+
     def cost_sentence(self, c: dict[str, Any]) -> str:
-        if c["budget"] is None and not c["spend_to_date"]:
+        bad = c["out_of_range"]
+        if bad["amounts"]:
+            n = len(bad["amounts"])
+            return f'<span class="bad">Spend {OUT_OF_RANGE}</span>: ' + _e(
+                f"{count(n)} daily amount{'s' if n != 1 else ''} recorded for this month "
+                f"lie beyond ±{_LIMIT} {c['currency'] or ''}, more than any real bill "
+                "(the ledger took them before amounts were bounded), so the month's spend, "
+                "its projection and the budget check are not computed. Record the right "
+                "amount for each day and service below: the amount recorded last replaces "
+                "the earlier ones."
+            )
+        if c["budget"] is None and not c["spend_to_date"] and not bad["budget"]:
             return "No spend and no budget recorded for this month."
         cur = c["currency"]
         text = (
@@ -366,6 +390,12 @@ class _Report:
         )
         if c["projected"] is not None and c["days_elapsed"] < c["days_in_month"]:
             text += f", projected {money(c['projected'], cur)} at the run rate"
+        if bad["budget"]:
+            return (
+                f"{_e(text)}; the budget set for this month is "
+                f'<span class="bad">{OUT_OF_RANGE}</span> '
+                + _e(f"(beyond ±{_LIMIT}): it is not checked; set it again.")
+            )
         if c["budget"] is None:
             return _e(text + "; no budget set.")
         status = (
@@ -1237,6 +1267,8 @@ class _Report:
                 "<p>Spend and budget are the account's (Cost Explorer reports no cluster): "
                 "they are not filtered by cluster.</p>"
             )
+        if c["out_of_range"]["amounts"]:
+            return self.section("cost", "".join(body) + self.cost_out_of_range(c))
         daily = [(_sec(f"{x['date']}T00:00:00Z"), x["amount"]) for x in c["daily"]]
         if not daily and c["budget"] is None:
             return self.section("cost", "".join(body))
@@ -1319,6 +1351,33 @@ class _Report:
                 )
             )
         return self.section("cost", "".join(body))
+
+    def cost_out_of_range(self, c: dict[str, Any]) -> str:
+        """The amounts out of range, and each service's spend where it is a real sum."""
+        # No charts: a bar or a cumulative line over an unknown sum would draw a made-up figure.
+        cur = c["currency"]
+        rows = [
+            [_e(a["date"]), _e(a["service"]), OUT_OF_RANGE] for a in c["out_of_range"]["amounts"]
+        ]
+        body = [
+            f"<h4>Amounts {OUT_OF_RANGE}</h4>",
+            _table([("Day", False), ("Service", False), ("Amount", True)], rows),
+        ]
+        if c["by_service"]:
+            body.append("<h4>Spend per service</h4>")
+            body.append(
+                _table(
+                    [("Service", False), ("Spend", True)],
+                    [
+                        [
+                            _e(s["service"]),
+                            OUT_OF_RANGE if s["amount"] is None else _e(money(s["amount"], cur)),
+                        ]
+                        for s in c["by_service"]
+                    ],
+                )
+            )
+        return "".join(body)
 
     # -- method -----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from api.schemas import (
     ErrorResponse,
     EventsPage,
 )
-from ingest.events import decode_body, ingest
+from ingest.events import BodyError, decode_body, ingest
 from store.contract import KNOWN_TYPES
 from store.ledger import AppendResult
 from store.timefmt import TimeFormatError, parse_rfc3339_us
@@ -58,6 +58,12 @@ class BodyTooLarge(Exception):
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The body, refusing it as soon as it passes `limit` bytes (declared or streamed)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Never inflated: a compressed body could unpack far past the body limit.
+        raise BodyError(
+            f"Content-Encoding {encoding[:40]!r} is not accepted; send the body uncompressed", 415
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)

@@ -1,18 +1,28 @@
 """`/v1/export`: datasets as Parquet, CSV, JSON Lines or Arrow IPC, streamed batch by batch."""
 
+# The size limit is decided before any data is built: the `events` dataset from aggregates of
+# the ledger (rows, stored bytes, samples), a read-model dataset from its row count and its
+# first batch. Streams take one of EXPORT_SLOTS per process, so concurrent exports cannot
+# multiply the memory one of them holds (a page of the ledger, a batch and its encoding).
+
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Annotated, cast
+from typing import Annotated, Any, Final, cast
 
+import anyio
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from analytics.datasets import DATASETS, Dataset
 from analytics.export_files import CONTENT_TYPES, FORMATS, Encoder, Format
 from analytics.exports import ExportQuery, Rows, ledger_rows, read_model_rows
+from analytics.projector import Projector
 from api.deps import LedgerDep, ReadKey, SettingsDep, get_projector
 from api.params import INSTANT_NOTE, EventTypes, Instant
 from api.routes.capacity import OnlyCluster, naive_utc
@@ -22,6 +32,10 @@ from store.contract import KNOWN_TYPES
 
 log = logging.getLogger("opsledger.exports")
 router = APIRouter(prefix="/v1/export", tags=["exports"])
+#: Exports streaming at once in one process, and how long another waits for one to end (429).
+EXPORT_SLOTS: Final = 4
+SLOT_WAIT_SECONDS: Final = 10.0
+_SLOT_POLL_SECONDS: Final = 0.05
 
 
 class ExportTooLarge(Exception):
@@ -63,12 +77,65 @@ def _query(
     return ExportQuery(start, end, cluster, tuple(wanted) or None, when)
 
 
-def _open(request: Request, ds: Dataset, q: ExportQuery, ledger: LedgerDep) -> Rows:
-    if ds.source == "ledger":
-        return ledger_rows(ledger, q)
-    projector = get_projector(request)
-    # A cursor of its own: the result stays open across the batches of the stream.
-    return read_model_rows(projector.model.cursor().cursor(), ds, q)
+class _Slots:
+    """Export slots of one app; taken and given back on its event loop only (no lock needed)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = 0
+
+    async def take(self, wait_s: float) -> _Slot | None:
+        """A slot, waiting up to `wait_s` for one; None when every one stayed busy."""
+        deadline = time.monotonic() + wait_s
+        while self.busy >= self.size:
+            if time.monotonic() >= deadline:
+                return None
+            await anyio.sleep(_SLOT_POLL_SECONDS)
+        self.busy += 1
+        return _Slot(self)
+
+
+class _Slot:
+    """One export's hold on a slot."""
+
+    def __init__(self, slots: _Slots) -> None:
+        self._slots: _Slots | None = slots
+
+    def release(self) -> None:
+        """Give the slot back; idempotent."""
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.busy -= 1
+
+
+def _slots(request: Request) -> _Slots:
+    state = request.app.state
+    slots: _Slots | None = getattr(state, "export_slots", None)
+    if slots is None:
+        slots = state.export_slots = _Slots(EXPORT_SLOTS)
+    return slots
+
+
+class _ExportResponse(StreamingResponse):
+    """A stream that gives its rows and slot back however it ends (done, cut, disconnected)."""
+
+    def __init__(self, body: Iterator[bytes], cleanup: Callable[[], None], **kw: Any) -> None:
+        super().__init__(body, **kw)
+        self._body = body
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # A generator never started (client gone before the first chunk) runs no
+            # `finally` of its own: close it here, after any worker thread left it.
+            close = getattr(self._body, "close", None)
+            try:
+                if close is not None:
+                    close()
+            finally:
+                self._cleanup()
 
 
 def _too_large(rows: int, estimate: int, limit: int, fmt: str) -> HTTPException:
@@ -78,6 +145,27 @@ def _too_large(rows: int, estimate: int, limit: int, fmt: str) -> HTTPException:
         f"OPSLEDGER_EXPORT_MAX_BYTES ({limit}); narrow it with `from`, `to` or `cluster`, or run "
         "`opsledger export` on the server's host",
     )
+
+
+def _busy() -> HTTPException:
+    return HTTPException(
+        429,
+        f"{EXPORT_SLOTS} exports are streaming in this process and none ended within "
+        f"{SLOT_WAIT_SECONDS:.0f} s; retry",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _read_model(projector: Projector, ds: Dataset, q: ExportQuery) -> Rows:
+    """A read-model dataset's rows, on a worker thread as every DuckDB read here."""
+    # A cursor of its own: the result stays open across the batches of the stream.
+    return read_model_rows(projector.model.cursor().cursor(), ds, q)
+
+
+def _first(rows: Rows, enc: Encoder) -> bytes:
+    """The first batch encoded (empty when there is none); the rest stays unread."""
+    first = next(rows.batches, None)
+    return b"" if first is None else enc.write(first)
 
 
 @router.get(
@@ -96,13 +184,17 @@ def _too_large(rows: int, estimate: int, limit: int, fmt: str) -> HTTPException:
             "description": "The body would pass OPSLEDGER_EXPORT_MAX_BYTES (read and write keys).",
         },
         422: {"model": ErrorResponse, "description": "A bad query parameter."},
+        429: {
+            "model": ErrorResponse,
+            "description": "Every export slot of the process stayed busy for 10 s; retry.",
+        },
         503: {
             "model": ErrorResponse,
             "description": "The read model is not open in this process (not for `events`).",
         },
     },
 )
-def export(
+async def export(
     request: Request,
     key: ReadKey,
     ledger: LedgerDep,
@@ -148,24 +240,44 @@ def export(
     q = _query(ds, from_, to, as_of, cluster, type)
     # Admin keys (and the CLI, which delegates with a one-off admin key) are not capped.
     limit = None if key.scope == "admin" else settings.export_max_bytes
-    rows = _open(request, ds, q, ledger)
+    rows: Rows | None = None
+    if ds.source == "ledger":
+        # Aggregates alone: refused here, the request has decoded nothing and holds no slot.
+        rows = await run_in_threadpool(ledger_rows, ledger, q)
+        assert rows.size is not None
+        estimate = rows.size.estimate(fmt)
+        if limit is not None and estimate > limit:
+            rows.close()
+            raise _too_large(rows.count, estimate, limit, fmt)
+    else:
+        projector = get_projector(request)
+    slot = await _slots(request).take(SLOT_WAIT_SECONDS)
+    if slot is None:
+        if rows is not None:
+            rows.close()
+        raise _busy()
+    enc = Encoder(fmt, ds.schema)
     try:
-        enc = Encoder(fmt, ds.schema)
-        first = next(rows.batches, None)
-        head = b"" if first is None else enc.write(first)
-        if limit is not None and first is not None and first.num_rows:
-            estimate = int(len(head) / first.num_rows * rows.count)
+        if rows is None:
+            rows = await run_in_threadpool(_read_model, projector, ds, q)
+        head = await run_in_threadpool(_first, rows, enc)
+        if limit is not None and ds.source == "read_model" and enc.rows:
+            # A read-model batch is at most BATCH_ROWS rows of fixed-width columns: cheap.
+            estimate = int(len(head) / enc.rows * rows.count)
             if estimate > limit:
                 raise _too_large(rows.count, estimate, limit, fmt)
     except BaseException:
-        rows.close()
+        if rows is not None:
+            rows.close()
+        slot.release()
         raise
+    opened = rows
 
     def body() -> Iterator[bytes]:
         sent = len(head)
         try:
             yield head
-            for batch in rows.batches:
+            for batch in opened.batches:
                 chunk = enc.write(batch)
                 sent += len(chunk)
                 if limit is not None and sent > limit:
@@ -182,7 +294,11 @@ def export(
                 yield chunk
             yield enc.finish()
         finally:
-            rows.close()
+            opened.close()
+
+    def cleanup() -> None:
+        opened.close()
+        slot.release()
 
     headers = {
         "Content-Disposition": f'attachment; filename="{ds.name}.{fmt}"',
@@ -190,4 +306,4 @@ def export(
         "X-Opsledger-Schema-Version": str(ds.version),
         "X-Opsledger-Rows": str(rows.count),
     }
-    return StreamingResponse(body(), media_type=CONTENT_TYPES[fmt], headers=headers)
+    return _ExportResponse(body(), cleanup, media_type=CONTENT_TYPES[fmt], headers=headers)

@@ -44,5 +44,10 @@ def get_metrics(request: Request, _access: Annotated[None, Depends(metrics_acces
     """Read-model figures are computed at scrape time and reused for
     OPSLEDGER_METRICS_CACHE_SECONDS; request metrics count every request this process served."""
     app_metrics: AppMetrics = request.app.state.metrics
-    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    try:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    except (TypeError, ValueError):
+        # prometheus_client cannot parse some OpenMetrics versions (`version=x`): a scraper
+        # that asks for one it does not know gets the text format every scraper reads.
+        encoder, content_type = choose_encoder("")
     return Response(encoder(app_metrics.registry), media_type=content_type)

@@ -28,18 +28,14 @@ router = APIRouter(prefix="/v1/projections", tags=["projections"], responses=REA
 
 def _states(projector: ProjectorDep) -> ProjectionsResponse:
     return ProjectionsResponse(
-        projections=[
-            ProjectionState(
-                name=s.name, version=s.version, position=s.position, head=s.head, lag=s.lag
-            )
-            for s in projector.runner.status()
-        ]
+        projections=[ProjectionState.model_validate(s.as_dict()) for s in projector.runner.status()]
     )
 
 
 @router.get("", response_model=ProjectionsResponse, summary="Each projection's checkpoint and lag")
 def get_projections(_key: ReadKey, projector: ProjectorDep) -> ProjectionsResponse:
-    """Position folded in, ledger head, and lag in positions."""
+    """Position folded in, ledger head, lag in positions, and the events each projection
+    skipped because it cannot apply them (`poisoned`), with its last error if it is failing."""
     return _states(projector)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,7 +97,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {
         "model": ErrorResponse,
         "description": "A bad body field, or a query stopped by a limit; `kind` is `timeout`, "
-        "`memory`, `too_large` or `crashed`.",
+        "`memory`, `too_large` (a single row over the size cap) or `crashed`.",
     },
     429: {
         "model": ErrorResponse,
@@ -106,7 +105,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ErrorResponse,
-        "description": "The read model is not open in this process, or is busy being rebuilt.",
+        "description": "The read model is not open in this process, is busy being rebuilt, "
+        "or could not be copied or reopened (`kind` `unavailable`); retry.",
     },
 }
 
@@ -160,7 +160,7 @@ async def post_query(
             ]
         )
     try:
-        answer = await run_in_threadpool(service.run, body.query, limit)
+        answer = await service.answer(body.query, limit)
     except QueryError as exc:
         return refusal(exc)
     return Response(answer, media_type="application/json")

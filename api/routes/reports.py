@@ -16,12 +16,11 @@ import re
 import secrets
 import time
 from typing import Annotated, Final
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import Engine, select
 
 from analytics.projector import Projector
 from analytics.report_data import (
@@ -37,9 +36,8 @@ from api.params import ClusterName, text_matching
 from api.report.fmt import esc
 from api.report.html import CSP, render
 from api.schemas import ErrorResponse
-from store.keys import ApiKey, authenticate
+from store.keys import ApiKey, active_key, authenticate
 from store.ledger import Ledger
-from store.schema import api_keys
 from store.settings import Settings
 from store.timefmt import MONTH_PATTERN, utc_now
 
@@ -53,7 +51,18 @@ COOKIE_PATH: Final = "/reports"
 #: How long a report request waits for the read model to fold in the ledger's head.
 CATCH_UP_SECONDS: Final = 30.0
 _MAX_FORM_BYTES: Final = 4096
-_NEXT: Final = re.compile(r"^/reports/[A-Za-z0-9._~%/?=&-]*$")
+_NEXT: Final = re.compile(r"/reports/[A-Za-z0-9._~%/?=&-]*")
+#: `v1.<key id>.<expiry, Unix seconds>.<HMAC-SHA256, base64url without padding>`, all ASCII.
+_COOKIE_VALUE: Final = re.compile(r"v1\.([A-Za-z0-9_-]{1,64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
+_MAX_COOKIE_CHARS: Final = 128
+_MAX_NEXT_CHARS: Final = 1024
+#: Percent-decodings of `next` tried before it is refused as hiding something.
+_DECODINGS: Final = 4
+#: What `next` may not hold once decoded: controls (CR/LF would split a header), backslashes
+#: (a browser reads `/\evil` as `//evil`), and anything outside ASCII.
+_UNSAFE_IN_NEXT: Final = re.compile(r"[^\x20-\x7e]|\\")
+#: How far ahead of this server's clock another replica's may run.
+_CLOCK_SKEW_SECONDS: Final = 60
 _PAGE_CSP: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; "
     "frame-ancestors 'none'"
@@ -88,24 +97,19 @@ def issue_cookie(key: bytes, key_id: str, now: float) -> str:
 
 
 def cookie_key_id(key: bytes, value: str, now: float) -> str | None:
-    """The key id a cookie names, if its signature holds and it has not expired."""
-    parts = value.split(".")
-    if len(parts) != 4 or parts[0] != "v1" or not parts[2].isdigit():
+    """The key id a cookie names, if its signature holds and it is within its 15 minutes."""
+    # The shape is checked first, in ASCII: hmac.compare_digest raises on non-ASCII text, and
+    # str.isdigit() admits digits int() refuses ("²") or that no cookie of ours holds ("١").
+    match = _COOKIE_VALUE.fullmatch(value) if len(value) <= _MAX_COOKIE_CHARS else None
+    if match is None:
         return None
-    payload = ".".join(parts[:3])
-    if not hmac.compare_digest(_mac(key, payload), parts[3]):
+    key_id, expiry, signature = match.groups()
+    if not hmac.compare_digest(_mac(key, f"v1.{key_id}.{expiry}").encode(), signature.encode()):
         return None
-    if int(parts[2]) <= now:
+    # Never later than a cookie issued now could say: one signed for longer is not ours.
+    if not now < int(expiry) <= now + COOKIE_SECONDS + _CLOCK_SKEW_SECONDS:
         return None
-    return parts[1]
-
-
-def _active_key(engine: Engine, key_id: str) -> ApiKey | None:
-    with engine.connect() as conn:
-        row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
-    if row is None or row.revoked_at is not None:
-        return None
-    return ApiKey(row.key_id, row.name, row.scope, row.created_at, row.revoked_at)
+    return key_id
 
 
 async def report_reader(request: Request, ledger: LedgerDep, credentials: Credentials) -> ApiKey:
@@ -136,9 +140,7 @@ async def report_reader(request: Request, ledger: LedgerDep, credentials: Creden
                 headers={"WWW-Authenticate": "Bearer"},
             )
         key_id = cookie_key_id(_signing_key(request), cookie, time.time())
-        key = (
-            None if key_id is None else await run_in_threadpool(_active_key, ledger.engine, key_id)
-        )
+        key = None if key_id is None else await run_in_threadpool(active_key, ledger.engine, key_id)
         if key is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -160,10 +162,53 @@ def _request_path(request: Request) -> str:
 
 
 def _safe_next(value: str | None, default: str) -> str:
-    """Only a path under /reports/ (never another site, never `//host`)."""
-    if value and _NEXT.match(value) and "//" not in value and ".." not in value:
-        return value
-    return default
+    """`value` normalised, when it is a path that stays under /reports/; else `default`."""
+    if not value or len(value) > _MAX_NEXT_CHARS or not value.isascii():
+        return default
+    raw_path, _, query = value.partition("?")
+    # A browser resolves `%2e%2e` as `..` (WHATWG URL), so the path is judged decoded, and
+    # decoded again while that changes it: a `%252e` must not survive to a later decoding.
+    path = raw_path
+    try:
+        for _ in range(_DECODINGS):
+            decoded = unquote(path, errors="strict")
+            if decoded == path:
+                break
+            path = decoded
+        else:
+            return default
+    except UnicodeDecodeError:
+        return default
+    if not path.startswith("/") or "//" in path or _UNSAFE_IN_NEXT.search(path):
+        return default
+    path = _remove_dot_segments(path)
+    if not path.startswith("/reports/"):
+        return default
+    target = quote(path, safe="/")
+    if query:
+        if _UNSAFE_IN_NEXT.search(unquote(query)):
+            return default
+        target += "?" + urlencode(parse_qsl(query, keep_blank_values=True), quote_via=quote)
+    return target if _NEXT.fullmatch(target) else default
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986, 5.2.4: `/a/b/../c/./d` is `/a/c/d`; `..` never climbs above the root."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
 
 
 def _same_origin(request: Request) -> bool:
@@ -174,7 +219,10 @@ def _same_origin(request: Request) -> bool:
         return origin == own
     referer = request.headers.get("referer")
     if referer is not None:
-        parts = urlsplit(referer)
+        try:
+            parts = urlsplit(referer)
+        except ValueError:  # e.g. `http://[evil`, an unclosed IPv6 literal: no origin at all
+            return False
         return f"{parts.scheme}://{parts.netloc}" == own
     return True
 
@@ -309,7 +357,13 @@ def post_logout(request: Request) -> Response:
     if not _same_origin(request):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site sign-out refused")
     response = RedirectResponse("/reports/login", status_code=303, headers=_NO_STORE)
-    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+    response.delete_cookie(
+        COOKIE,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 
@@ -332,9 +386,15 @@ def build_report(ledger: Ledger, projector: Projector, month: Month, cluster: st
     head = ledger.head()
     projector.poke()
     if not wait_for(projector.runner, head, CATCH_UP_SECONDS):
+        failing = [
+            f"{s.name} ({s.last_error.error_type}: {s.last_error.error})"
+            for s in projector.runner.status()
+            if s.last_error is not None
+        ]
+        why = f"; failing: {', '.join(failing)}" if failing else ""
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"the read model has not caught up with ledger position {head} yet; retry shortly",
+            f"the read model has not caught up with ledger position {head} yet{why}; retry shortly",
             headers={"Retry-After": "10"},
         )
     try:

@@ -69,6 +69,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No, unknown or revoked API key."},
     403: {"model": ErrorResponse, "description": "The key lacks the write scope."},
     413: {"model": ErrorResponse, "description": "Body over OPSLEDGER_MAX_BODY_BYTES."},
+    415: {"model": ErrorResponse, "description": "A compressed body (Content-Encoding)."},
     422: {"model": ErrorResponse, "description": "Wrong payload shape: each index, field, reason."},
 }
 
