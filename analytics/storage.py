@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow.compute as pc
 
 from analytics.forecast import Method, forecast_pvc
@@ -266,24 +267,40 @@ def _forecast_items(
 ) -> list[tuple[tuple[str | None, str | None, str | None], dict[str, Any]]]:
     """Per PVC whose samples meet `condition` (SQL on pvc_samples): raw key and forecast."""
     lookback = max(LOOKBACK, window or LOOKBACK)
+    # One row per PVC with its samples as lists: a month of minute samples is millions of
+    # rows, and per-row Python objects (keys, group boundaries) cost more than the fits.
     sql = f"""
-        SELECT cluster, namespace, pvc, epoch_us(ts) AS ts_us,
-            arg_max(value, position) FILTER (metric = 'pvc_used_bytes') AS used,
-            arg_max(value, position) FILTER (metric = 'pvc_capacity_bytes') AS capacity
-        FROM pvc_samples WHERE ts > ? AND ts <= ?{condition}
-        GROUP BY cluster, namespace, pvc, ts ORDER BY cluster, namespace, pvc, ts"""
-    cols = con.execute(sql, [as_of - lookback, as_of, *params]).fetchnumpy()
-    n = len(cols["ts_us"])
-    if n == 0:
+        SELECT cluster, namespace, pvc,
+            list(ts_us ORDER BY ts_us) AS ts_us,
+            list(used ORDER BY ts_us) AS used,
+            list(capacity ORDER BY ts_us) AS capacity
+        FROM (
+            SELECT cluster, namespace, pvc, epoch_us(ts) AS ts_us,
+                arg_max(value, position) FILTER (metric = 'pvc_used_bytes') AS used,
+                arg_max(value, position) FILTER (metric = 'pvc_capacity_bytes') AS capacity
+            FROM pvc_samples WHERE ts > ? AND ts <= ?{condition}
+            GROUP BY cluster, namespace, pvc, ts
+        )
+        GROUP BY cluster, namespace, pvc ORDER BY cluster, namespace, pvc"""
+    # A cursor of its own: the caller's may still hold an unfinished result.
+    cur = con.cursor()
+    try:
+        table = cur.sql(sql, params=[as_of - lookback, as_of, *params]).to_arrow_table()
+    finally:
+        cur.close()
+    if table.num_rows == 0:
         return []
-    keys = list(zip(*(_texts(cols[c]) for c in ("cluster", "namespace", "pvc")), strict=True))
-    starts = [0] + [i for i in range(1, n) if keys[i] != keys[i - 1]] + [n]
-    ts = np.asarray(cols["ts_us"], dtype=np.float64) / 1e6
-    used = np.ma.filled(np.ma.asarray(cols["used"], dtype=np.float64), np.nan)
-    capacity = np.ma.filled(np.ma.asarray(cols["capacity"], dtype=np.float64), np.nan)
+    keys = list(
+        zip(*(table.column(c).to_pylist() for c in ("cluster", "namespace", "pvc")), strict=True)
+    )
+    lists = {c: table.column(c).combine_chunks() for c in ("ts_us", "used", "capacity")}
+    starts = lists["ts_us"].offsets.to_numpy()
+    ts = lists["ts_us"].flatten().to_numpy().astype(np.float64) / 1e6
+    used = _floats(lists["used"].flatten())
+    capacity = _floats(lists["capacity"].flatten())
     as_of_s = (as_of - datetime(1970, 1, 1)).total_seconds()
     items = []
-    for a, b in itertools.pairwise(starts):
+    for k, (a, b) in enumerate(itertools.pairwise(starts.tolist())):
         f = forecast_pvc(
             ts[a:b],
             used[a:b],
@@ -307,14 +324,15 @@ def _forecast_items(
             "method": f.method,
             "status": f.status,
         }
-        items.append((keys[a], _item(keys[a], fields)))
+        items.append((keys[k], _item(keys[k], fields)))
     return items
 
 
-def _texts(column: Any) -> list[str | None]:
-    """A fetched VARCHAR column as Python strings, NULL as None."""
-    mask = np.ma.getmaskarray(column)
-    return [None if m else str(v) for v, m in zip(np.ma.getdata(column), mask, strict=True)]
+def _floats(values: Any) -> npt.NDArray[np.float64]:
+    """An Arrow numeric array as float64, NULL as NaN."""
+    filled = pc.fill_null(values.cast("double"), float("nan"))
+    out: npt.NDArray[np.float64] = filled.to_numpy(zero_copy_only=False)
+    return out
 
 
 def _eta(as_of: datetime, days: float | None) -> str | None:

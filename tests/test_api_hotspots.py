@@ -223,3 +223,68 @@ def test_storage_forecast_of_a_steady_volume(bed: Bed) -> None:
 
     bad = bed.client.get("/v1/storage/forecast", params={"window": "soon"}, headers=bed.headers)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.window"
+
+
+def test_forecasts_as_of_now_are_reused_for_a_while_and_computed_one_at_a_time(
+    bed: Bed,
+) -> None:
+    gib = 2**30
+    now = int(time.time()) // STEP * STEP
+    ts = now - np.arange(7 * 24, dtype=np.int64)[::-1] * 3600
+    used = 50 * gib + np.arange(len(ts)) / 24 * gib
+    cols = [
+        np.concatenate([np.zeros(len(ts), int), np.ones(len(ts), int)]),
+        np.concatenate([ts, ts]),
+        np.concatenate([used, np.full(len(ts), 100.0 * gib)]),
+    ]
+    bed.add("pvc-now", pvc_series("data-0"), cols)
+    bed.caught_up()
+
+    def forecast(**params: str) -> dict[str, Any]:
+        r = bed.client.get("/v1/storage/forecast", params=params, headers=bed.headers)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    first = forecast()
+    assert [i["pvc"] for i in first["items"]] == ["data-0"]
+    # A volume appears: the forecast as of now is the one computed moments ago (its `as_of`
+    # says so), while one as of an explicit time sees the new volume at once.
+    bed.add("pvc-new", pvc_series("data-1"), cols)
+    bed.caught_up()
+    time.sleep(1.1)  # as_of has second resolution
+    again = forecast()
+    assert again == first
+    explicit = forecast(as_of=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert {i["pvc"] for i in explicit["items"]} == {"data-0", "data-1"}
+    # Other parameters are another forecast.
+    other = forecast(namespace="db")
+    assert {i["pvc"] for i in other["items"]} == {"data-0", "data-1"}
+    assert other["as_of"] > first["as_of"]
+
+    # Concurrent requests are answered from one computation at a time, all the same.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: forecast(horizon="7d"), range(8)))
+    assert all(a == answers[0] for a in answers)
+
+
+def test_forecast_cache_off_computes_every_time(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    ledger = Ledger.from_url(url)
+    settings = Settings(
+        database_url=url,
+        read_model_path=tmp_path / "rm.duckdb",
+        projection_interval_seconds=3600,
+        forecast_cache_seconds=0,
+    )
+    _, read = create_key(ledger.engine, "r", "read")
+    headers = {"Authorization": f"Bearer {read}"}
+    with TestClient(create_app(settings, ledger=ledger)) as client:
+        first = client.get("/v1/storage/forecast", headers=headers).json()
+        time.sleep(1.1)
+        second = client.get("/v1/storage/forecast", headers=headers).json()
+        assert second["as_of"] > first["as_of"]
+    ledger.engine.dispose()
