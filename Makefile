@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export OPSLEDGER_HOME ?= $(CURDIR)/.opsledger
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: install
 	$(BIN)/python benchmarks/projection.py
 	$(BIN)/python benchmarks/forecast.py
 	$(BIN)/python benchmarks/report.py
+
+# The load and soak benchmark: 10 minutes on SQLite, then 10 on PostgreSQL (about 25 in all).
+soak: install
+	$(BIN)/python benchmarks/load.py --duration 600
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,6 +17,20 @@ from store.ledger import Ledger
 log = logging.getLogger("opsledger.projections")
 
 
+class _QueuedRunSkipped(logging.Filter):
+    """Drops APScheduler's warning that a catch-up was skipped while two run: by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for "skipped: maximum number of running instances" of the catch-up job."""
+        text = record.getMessage()
+        return not ("Projector._run" in text and "maximum number of running instances" in text)
+
+
+# Two catch-ups at most, one running and one waiting for the write lock; a third start
+# (the interval firing meanwhile) is skipped, and the waiting one folds its events in.
+logging.getLogger("apscheduler.scheduler").addFilter(_QueuedRunSkipped())
+
+
 class Projector:
     """The server's single writer of the read model."""
 

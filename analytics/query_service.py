@@ -37,6 +37,8 @@ log = logging.getLogger("opsledger.query")
 _OWNED = re.compile(r"(\d+)\.(\d+)")
 #: Snapshots objects of this process (tests make several over one read model).
 _instances = itertools.count(1)
+#: How old a snapshot may grow, at least, before a query waits for the write lock to renew it.
+STALE_AFTER_S = 30.0
 
 
 def limits_of(settings: Settings) -> QueryLimits:
@@ -147,9 +149,17 @@ class Snapshots:
         return target
 
     def _refresh(self, old: Snapshot | None) -> Snapshot:
-        # With a snapshot at hand, do not wait long for a catch-up or rebuild: serve the old one.
-        wait = 1.0 if old is not None else self.first_wait_s
-        if not self.model.write_lock.acquire(timeout=wait):
+        # With a snapshot at hand, do not wait for a catch-up or rebuild: serve the old one
+        # (its `as_of` says how old). Under steady ingest the projector holds the lock most of
+        # the time, and every query waiting a second for it cost each SQL client 1-2 s. Only
+        # once the snapshot is well past its age does a query wait (a second) for a new one.
+        if old is None:
+            wait = self.first_wait_s
+        elif time.time() - old.as_of < max(3 * self.max_age_s, STALE_AFTER_S):
+            wait = 0.0
+        else:
+            wait = 1.0
+        if not self.model.write_lock.acquire(timeout=wait if wait > 0 else -1, blocking=wait > 0):
             if old is not None:
                 return old
             raise QueryError("unavailable", "the read model is busy (a rebuild?); retry shortly")
