@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from analytics.projection import Projection, Settles
 from analytics.readmodel import ReadModel
+from store.errors import error_chain
 from store.ledger import Ledger, RecordedEvent
 from store.timefmt import MAX_US, MIN_US, RANGE_TEXT, format_us, utc_now
 
@@ -96,18 +97,11 @@ class EventOutOfRange(ValueError):
 
 def blames_the_event(exc: BaseException) -> bool:
     """Whether a failed apply may be the event's fault (else it is retried, never skipped)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in error_chain(exc):
         if not isinstance(e, Exception) or isinstance(e, _NOT_THE_EVENT):
             return False
         if isinstance(e, duckdb.Error) and any(s in str(e) for s in _NO_SPACE):
             return False
-        todo += [e.__cause__, e.__context__]
     return True
 
 

@@ -17,6 +17,7 @@ import duckdb
 import orjson
 import typer
 
+from analytics.readmodel import pid_alive
 from api.cli_common import err, fail, ledger, out
 from store.backup import (
     BackupError,
@@ -83,23 +84,13 @@ def backup(
     out.print(f"backed up {_summary(m)} to {path}", highlight=False, soft_wrap=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _refuse_running_server(settings: Settings) -> None:
     try:
         info = orjson.loads(settings.server_file.read_bytes())
         pid = int(info["pid"])
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return
-    if pid != os.getpid() and _pid_alive(pid):
+    if pid != os.getpid() and pid_alive(pid):
         raise fail(
             f"a server (pid {pid}, {info.get('url', '?')}) holds this home's read model: stop "
             "it first (restore replaces the ledger under it and resets the read model)",

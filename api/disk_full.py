@@ -19,6 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 
+from store.errors import error_chain
+
 log = logging.getLogger("opsledger.api")
 
 DETAIL = "the ledger's storage is full: nothing was written; free space and retry"
@@ -60,19 +62,7 @@ def is_disk_full(exc: BaseException) -> bool:
     Follows SQLAlchemy's `.orig` and the `__cause__` / `__context__` chain: a rollback that
     fails after a failed commit must not hide why the commit failed.
     """
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if _says_full(e):
-            return True
-        if isinstance(e, DBAPIError) and isinstance(e.orig, BaseException):
-            todo.append(e.orig)
-        todo += [e.__cause__, e.__context__]
-    return False
+    return any(_says_full(e) for e in error_chain(exc))
 
 
 def disk_full_response() -> JSONResponse:

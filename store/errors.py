@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -43,3 +44,21 @@ class StreamVersionError(Exception):
         self.expected = expected
         self.current = current
         super().__init__(f"stream {stream!r} is at version {current}, expected {expected}")
+
+
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every error it wraps (a driver's `.orig`) or was raised while handling, once."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        # SQLAlchemy keeps the driver's error in `.orig`; a failed rollback after a failed
+        # commit hides the commit's error in `__context__`.
+        orig = getattr(e, "orig", None)
+        if isinstance(orig, BaseException):
+            todo.append(orig)
+        todo += [e.__cause__, e.__context__]
