@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -139,6 +140,13 @@ def _iso(t: datetime) -> str:
     return format_us((t - _EPOCH) // timedelta(microseconds=1))
 
 
+def _as_dict(record: PoisonedEvent | ProjectionError) -> dict[str, Any]:
+    """A status record's fields, its time in RFC 3339."""
+    out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    out["at"] = _iso(record.at)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class PoisonedEvent:
     """An event a projection could not apply: skipped, with the error it raised."""
@@ -153,15 +161,7 @@ class PoisonedEvent:
 
     def as_dict(self) -> dict[str, Any]:
         """As `GET /v1/projections` gives it."""
-        return {
-            "position": self.position,
-            "type": self.type,
-            "id": self.id,
-            "source": self.source,
-            "error_type": self.error_type,
-            "error": self.error,
-            "at": _iso(self.at),
-        }
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +176,7 @@ class ProjectionError:
 
     def as_dict(self) -> dict[str, Any]:
         """As `GET /v1/projections` gives it."""
-        return {
-            "stage": self.stage,
-            "position": self.position,
-            "error_type": self.error_type,
-            "error": self.error,
-            "at": _iso(self.at),
-        }
+        return _as_dict(self)
 
 
 @dataclass(frozen=True, slots=True)
