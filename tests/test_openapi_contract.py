@@ -157,3 +157,33 @@ def test_the_bed_serves_its_own_document(tmp_path: Path) -> None:
     with make_bed(tmp_path) as other:
         first = other.client.get("/openapi.json").json()
         assert other.client.get("/openapi.json").json() == first
+
+
+def test_the_declared_bodies_accept_what_the_routes_accept(doc: dict[str, Any]) -> None:
+    """A body schema stricter than its route would make clients refuse valid input."""
+    import json
+    import re
+
+    import jsonschema
+
+    root = Path(__file__).resolve().parents[1]
+    event = jsonschema.Draft202012Validator(doc["components"]["schemas"]["CloudEvent"])
+    text = (root / "docs" / "events.md").read_text(encoding="utf-8")
+    examples = [
+        e
+        for m in re.finditer(r"^```json\s*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+        for e in (lambda d: d if isinstance(d, list) else [d])(json.loads(m.group(1)))
+        if isinstance(e, dict) and "specversion" in e
+    ]
+    assert len({e["type"] for e in examples}) == 16
+    for example in examples:
+        assert not list(event.iter_errors(example)), example["id"]
+
+    fixtures = Path("/work/shared/data/fixtures")  # as tests/test_webhooks.py reads them
+    for folder, path in (("alertmanager", "alertmanager"), ("pagerduty-v3", "pagerduty")):
+        schema = doc["paths"][f"/v1/webhooks/{path}"]["post"]["requestBody"]["content"]
+        check = jsonschema.Draft202012Validator(schema["application/json"]["schema"])
+        payloads = sorted((fixtures / folder).glob("*.json"))
+        assert payloads, f"no fixtures in {fixtures / folder}"
+        for payload in payloads:
+            assert not list(check.iter_errors(json.loads(payload.read_text()))), payload.name
