@@ -38,14 +38,14 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python benchmarks/ingest.py
-	$(BIN)/python benchmarks/projection.py
-	$(BIN)/python benchmarks/forecast.py
-	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_projection.py
+	$(BIN)/python benchmarks/bench_forecast.py
+	$(BIN)/python benchmarks/bench_report.py
 
 # The load and soak benchmark: 10 minutes on SQLite, then 10 on PostgreSQL (about 25 in all).
 soak: install
-	$(BIN)/python benchmarks/load.py --duration 600
+	$(BIN)/python benchmarks/bench_load.py --duration 600
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

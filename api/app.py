@@ -15,9 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from analytics.projector import Projector
-from analytics.query_service import QueryService
-from analytics.readmodel import ReadModelBusy, ReadModelUnavailable
+from analytics.readmodel.model import ReadModelBusy, ReadModelUnavailable
+from analytics.readmodel.projector import Projector
+from analytics.sql.service import QueryService
 from api.disk_full import install as install_disk_full
 from api.incident_schemas import Incident as IncidentBody
 from api.logs import install as install_log_redaction

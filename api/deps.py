@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from analytics.projector import Projector
+from analytics.readmodel.projector import Projector
 from store.keys import ApiKey, Scope, authenticate
 from store.ledger import Ledger
 from store.settings import Settings

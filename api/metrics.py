@@ -18,10 +18,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from analytics.cost import month_cost
-from analytics.forecast import Status
-from analytics.incident_metrics import breaches, metrics
-from analytics.storage import forecasts
+from analytics.cost.projection import month_cost
+from analytics.incidents.metrics import breaches, metrics
+from analytics.storage.forecast import Status
+from analytics.storage.projection import forecasts
 from store.collectors import states
 from store.incident_state import SEVERITIES
 from store.settings import Settings

@@ -25,7 +25,7 @@ _GRANTS: Final[dict[str, frozenset[str]]] = {
     "query": frozenset({"read", "query"}),
 }
 TOKEN_PREFIX: Final = "olk_"
-#: The name of the one-off keys the CLI makes to ask the running server (api/cli_common.py).
+#: The name of the one-off keys the CLI makes to ask the running server (api/cli/common.py).
 DELEGATE_NAME: Final = "cli-delegate"
 #: A delegate key is used for one request, authenticated as it starts; this covers a slow
 #: start on a busy server. A CLI killed mid-call leaves its key, which expires after this.

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ingest.collectors.aws import AwsConfig, build
+from ingest.collectors.aws.collectors import AwsConfig, build
 from ingest.collectors.runtime import Sink
 from store.ledger import Ledger
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ingest.collectors.kubernetes import KubernetesCollector, KubernetesConfig
+from ingest.collectors.kubernetes.collector import KubernetesCollector, KubernetesConfig
 from ingest.collectors.runtime import Sink
 from store.ledger import Ledger
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from analytics.capacity import CapacityProjection
-from analytics.readmodel import ReadModel
-from analytics.runner import Runner
+from analytics.capacity.projection import CapacityProjection
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.runner import Runner
 from store.ledger import Ledger
 
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ingest.collectors.prometheus import PrometheusCollector, PrometheusConfig
+from ingest.collectors.prometheus.collector import PrometheusCollector, PrometheusConfig
 from ingest.collectors.runtime import Sink
 from store.ledger import Ledger
 

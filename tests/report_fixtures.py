@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from payloads import cloudevent, sample
 
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.runner import Runner
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
 from ingest import demo
 from store.contract import validate_event
 from store.ledger import Ledger

@@ -20,7 +20,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from payloads import OPSLEDGER, cloudevent, sample
 
-from analytics.capacity import CapacityProjection
+from analytics.capacity.projection import CapacityProjection
 from api.app import create_app
 from store.keys import create_key, list_keys
 from store.ledger import Ledger
@@ -538,7 +538,7 @@ def free_port() -> int:
 
 
 def announce_file(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where `opsledger serve` announces itself for these settings (as api/cli.py names it)."""
+    """Where `opsledger serve` announces itself for these settings (as api/cli/app.py names it)."""
     from store.settings import get_settings
 
     monkeypatch.setenv("OPSLEDGER_DATABASE_URL", str(settings.database_url))

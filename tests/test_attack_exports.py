@@ -27,8 +27,8 @@ from fastapi.testclient import TestClient
 from payloads import OPSLEDGER, cloudevent, make_bed
 from sqlalchemy import insert
 
-from analytics.datasets import DATASETS
-from analytics.export_files import (
+from analytics.outputs.datasets import DATASETS
+from analytics.outputs.export_files import (
     Partition,
     check_bucket,
     check_endpoint,

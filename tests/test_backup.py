@@ -32,10 +32,10 @@ from payloads import (
 from pg import PostgresServer
 from sqlalchemy import Engine, insert, select, text
 
-from analytics.incident_metrics import metrics
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.runner import Runner
+from analytics.incidents.metrics import metrics
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
 from ingest import demo
 from store.backup import Manifest, backup_sqlite, ledger_manifest
 from store.contract import validate_events

@@ -20,10 +20,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from analytics.capacity import CapacityProjection, _avg_p95_max
-from analytics.readmodel import ReadModel
-from analytics.runner import Runner
-from analytics.trends import trends
+from analytics.capacity.projection import CapacityProjection, _avg_p95_max
+from analytics.capacity.trends import trends
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.runner import Runner
 from store.contract import Event, batch_from_columns, samples_event
 from store.ledger import Ledger
 from store.migrate import upgrade
@@ -253,7 +253,7 @@ def test_nab_resource_never_reported_has_no_points(ledger: Ledger, model: ReadMo
 
 
 def test_nab_trend_query_returns_the_rollups(ledger: Ledger, model: ReadModel) -> None:
-    """analytics.trends gives the same numbers, one series per node pool, in time order."""
+    """analytics.capacity.trends gives the same numbers, one series per node pool, in time order."""
     ledger.append(nab_events())
     catch_up(ledger, model, batch_events=40)
     want = expected_nab()

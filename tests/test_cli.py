@@ -23,7 +23,7 @@ from payloads import (
 from typer.testing import CliRunner
 
 from api.app import create_app
-from api.cli import app as cli_app
+from api.cli.app import app as cli_app
 from store.contract import validate_events
 from store.keys import list_keys
 from store.ledger import Ledger

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from payloads import cloudevent, incident_opened
 
-from analytics.cluster_events import TABLES, ClusterEventsProjection
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.runner import Runner
+from analytics.cluster_events.projection import TABLES, ClusterEventsProjection
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
 from ingest import demo
 from store.contract import Event, batch_from_columns, samples_event, validate_event
 from store.ledger import Ledger

@@ -30,10 +30,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
-from ingest.collectors.aws import AwsConfig, build
-from ingest.collectors.aws_cost import BudgetCollector, CostCollector
-from ingest.collectors.aws_guardduty import GuardDutyCollector, severity_label
-from ingest.collectors.aws_securityhub import SecurityHubCollector
+from ingest.collectors.aws.collectors import AwsConfig, build
+from ingest.collectors.aws.cost import BudgetCollector, CostCollector
+from ingest.collectors.aws.guardduty import GuardDutyCollector, severity_label
+from ingest.collectors.aws.securityhub import SecurityHubCollector
 from ingest.collectors.runtime import run_once
 from store.collectors import load_cursor
 from store.ledger import Ledger, RecordedEvent

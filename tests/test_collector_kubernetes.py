@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from k8s_double import CORE_EVENTS, FakeCluster, Fault, load, serve, write_kubeconfig
 
-from ingest.collectors.kubernetes import KubernetesCollector, KubernetesConfig, build
+from ingest.collectors.kubernetes.collector import KubernetesCollector, KubernetesConfig, build
 from ingest.collectors.runtime import run_once
 from store.collectors import load_cursor
 from store.ledger import Ledger, RecordedEvent

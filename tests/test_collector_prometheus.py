@@ -32,12 +32,12 @@ import pytest
 import yaml
 from prom import PrometheusServer, PrometheusUnavailable, start_prometheus
 
-from ingest.collectors.prometheus import (
+from ingest.collectors.prometheus.collector import (
     PrometheusCollector,
     PrometheusConfig,
     build,
 )
-from ingest.collectors.promql import DEFAULT_QUERIES
+from ingest.collectors.prometheus.promql import DEFAULT_QUERIES
 from ingest.collectors.runtime import Sink, run_once
 from store.collectors import load_cursor
 from store.contract import METRIC_SAMPLES
@@ -750,7 +750,7 @@ def test_the_docs_show_the_default_queries_and_every_field() -> None:
 def test_a_large_chunk_is_split_into_parts_at_series_boundaries(
     prometheus: PrometheusServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ingest.collectors.prometheus as module
+    import ingest.collectors.prometheus.collector as module
 
     monkeypatch.setattr(module, "SAMPLES_PER_EVENT", 100)
     url = f"sqlite:///{tmp_path / 'ledger.db'}"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from payloads import cloudevent
 
-from analytics.cost import CostProjection, month_cost
-from analytics.readmodel import ReadModel
-from analytics.runner import Runner
+from analytics.cost.projection import CostProjection, month_cost
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.runner import Runner
 from store.contract import validate_events
 from store.ledger import Ledger
 

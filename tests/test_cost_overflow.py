@@ -19,9 +19,9 @@ import orjson
 import pytest
 from payloads import Bed, cloudevent, make_bed
 
-from analytics.cost import CostProjection, month_cost
-from analytics.readmodel import ReadModel
-from analytics.runner import Runner
+from analytics.cost.projection import CostProjection, month_cost
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.runner import Runner
 from api.report.fmt import OUT_OF_RANGE, money
 from store.contract import Event
 from store.datamodels import MAX_AMOUNT

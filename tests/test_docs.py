@@ -12,7 +12,7 @@ import pytest
 import typer
 
 from api.app import create_app
-from api.cli import app as cli_app
+from api.cli.app import app as cli_app
 from store.contract import KNOWN_TYPES, ContractError, validate_event
 from store.migrate import upgrade
 from store.settings import Settings

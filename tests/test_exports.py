@@ -33,9 +33,9 @@ from moto.server import ThreadedMotoServer
 from payloads import OPSLEDGER, Bed, cloudevent, make_bed, sample
 from test_docs import read_doc, section
 
-from analytics import exports
-from analytics.datasets import DATASETS, snapshot
-from analytics.runner import wait_for
+from analytics.outputs import exports
+from analytics.outputs.datasets import DATASETS, snapshot
+from analytics.readmodel.runner import wait_for
 from api.app import create_app
 from store.keys import create_key, list_keys
 from store.migrate import upgrade
@@ -446,7 +446,7 @@ def test_schemas_change_only_with_their_version() -> None:
         if now["columns"] != was["columns"]:
             assert now["version"] != was["version"], (
                 f"{name}'s schema changed without a version bump: raise its version in "
-                "analytics/datasets.py, note the change in docs/bi.md, then update "
+                "analytics/outputs/datasets.py, note the change in docs/bi.md, then update "
                 f"tests/export_schemas.json to: {json.dumps(now)}"
             )
         assert now == was, (

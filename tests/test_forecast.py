@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.forecast import PvcForecast, forecast_pvc, predict_linear
+from analytics.storage.forecast import PvcForecast, forecast_pvc, predict_linear
 
 Curve = Callable[[np.ndarray], np.ndarray]
 M = 60.0  # a minute, in seconds

@@ -24,14 +24,14 @@ import pyarrow as pa
 import pytest
 from report_fixtures import MONTH, copy_demo
 
-from analytics.datasets import DATASETS
-from analytics.digest import digest, render_markdown
-from analytics.export_files import FORMATS, encode
-from analytics.exports import ExportQuery, ledger_rows, read_model_rows
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.report_data import Month, gather
-from analytics.runner import Runner
+from analytics.outputs.datasets import DATASETS
+from analytics.outputs.digest import digest, render_markdown
+from analytics.outputs.export_files import FORMATS, encode
+from analytics.outputs.exports import ExportQuery, ledger_rows, read_model_rows
+from analytics.outputs.report_data import Month, gather
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
 from api.report.html import render
 from ingest.demo import CLUSTER
 from store.ledger import Ledger

@@ -412,10 +412,10 @@ def test_bad_policies_are_refused_and_write_nothing(
 def test_the_demo_month_breaches_response_targets_in_several_severities(tmp_path: Path) -> None:
     import datetime as dt
 
-    from analytics.incident_metrics import breaches
-    from analytics.incidents import IncidentProjection
-    from analytics.readmodel import ReadModel
-    from analytics.runner import Runner
+    from analytics.incidents.metrics import breaches
+    from analytics.incidents.projection import IncidentProjection
+    from analytics.readmodel.model import ReadModel
+    from analytics.readmodel.runner import Runner
     from ingest import demo
     from store.migrate import upgrade
     from store.timefmt import parse_rfc3339_us

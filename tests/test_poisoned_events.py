@@ -43,19 +43,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_full_disk import disk, filled  # noqa: F401 - `disk` is a fixture
 from test_projections import TABLES, assert_same_rows, values_sql
 
-from analytics.capacity import CapacityProjection
-from analytics.cost import CostProjection
-from analytics.incidents import IncidentProjection
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.runner import (
+from analytics.capacity.projection import CapacityProjection
+from analytics.cost.projection import CostProjection
+from analytics.incidents.projection import IncidentProjection
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import (
     EventOutOfRange,
     Runner,
     blames_the_event,
     outside_contract,
 )
 from api.app import create_app
-from api.cli import _local_states, _print_projections, out
+from api.cli.app import _local_states, _print_projections, out
 from api.disk_full import is_disk_full
 from store.contract import Event, SampleBatch, validate_event
 from store.keys import create_key

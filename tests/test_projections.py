@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from payloads import incident_milestone, incident_opened, metric_samples, pod_status, sample
 
-from analytics.capacity import NAMESPACE_METRICS, NODE_METRICS, CapacityProjection
-from analytics.readmodel import ReadModel, ReadModelBusy
-from analytics.runner import Runner
+from analytics.capacity.projection import NAMESPACE_METRICS, NODE_METRICS, CapacityProjection
+from analytics.readmodel.model import ReadModel, ReadModelBusy
+from analytics.readmodel.runner import Runner
 from store.contract import Event, batch_from_columns, samples_event, validate_event
 from store.ledger import Ledger
 from store.migrate import upgrade

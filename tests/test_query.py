@@ -29,14 +29,14 @@ from payloads import (
     run_cli,
 )
 
-from analytics import query_pool
-from analytics.query_guard import QueryInvalid, QueryRefused, check_query, first_word
-from analytics.query_pool import QueryError, WorkerPool
-from analytics.query_sandbox import QueryLimits, open_locked
-from analytics.query_service import STALE_AFTER_S, Snapshots
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.runner import Runner
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
+from analytics.sql import pool as query_pool
+from analytics.sql.guard import QueryInvalid, QueryRefused, check_query, first_word
+from analytics.sql.pool import QueryError, WorkerPool
+from analytics.sql.sandbox import QueryLimits, open_locked
+from analytics.sql.service import STALE_AFTER_S, Snapshots
 from store.contract import validate_events
 from store.ledger import Ledger
 from store.migrate import upgrade

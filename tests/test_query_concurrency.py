@@ -19,11 +19,11 @@ from payloads import OPSLEDGER
 from test_api_capacity import free_port
 from test_query import demo_events
 
-from analytics.query_pool import QueryError
-from analytics.query_service import QueryService
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.runner import Runner
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
+from analytics.sql.pool import QueryError
+from analytics.sql.service import QueryService
 from store.contract import validate_events
 from store.keys import create_key
 from store.ledger import Ledger

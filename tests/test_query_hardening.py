@@ -15,10 +15,10 @@ import pytest
 from payloads import Bed, make_bed
 from test_query import LIMITS, ask, assert_alive, demo_events
 
-from analytics import query_pool
-from analytics.query_pool import QueryError, WorkerPool
-from analytics.query_sandbox import QueryLimits
-from analytics.query_service import limits_of
+from analytics.sql import pool as query_pool
+from analytics.sql.pool import QueryError, WorkerPool
+from analytics.sql.sandbox import QueryLimits
+from analytics.sql.service import limits_of
 from store.keys import hash_token
 from store.settings import Settings
 

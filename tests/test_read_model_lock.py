@@ -28,16 +28,16 @@ from payloads import OPSLEDGER, cost_daily, make_bed
 from test_api_capacity import free_port, samples_events
 from test_query import demo_events
 
-from analytics.query_service import Snapshots, snapshot_root
-from analytics.readmodel import (
+from analytics.readmodel.model import (
     ReadModel,
     ReadModelBusy,
     ReadModelUnavailable,
     announcement_of,
     ensure_free,
 )
-from analytics.registry import default_projections
-from analytics.runner import Runner
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
+from analytics.sql.service import Snapshots, snapshot_root
 from store.contract import validate_events
 from store.keys import create_key, list_keys
 from store.ledger import Ledger

@@ -28,8 +28,8 @@ from report_fixtures import (
     hostile_ledger,
 )
 
-from analytics.readmodel import ReadModel
-from analytics.report_data import Month, ReportError, gather
+from analytics.outputs.report_data import Month, ReportError, gather
+from analytics.readmodel.model import ReadModel
 from api.report.html import render
 from api.routes.reports import COOKIE, cookie_key_id, issue_cookie
 from ingest import demo

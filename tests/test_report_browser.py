@@ -173,7 +173,7 @@ def test_the_cli_asks_the_server_holding_the_read_model(
     server: tuple[str, str], settings: Settings, tmp_path: Path
 ) -> None:
     """While the server holds the read model, `opsledger report capacity` gets the same bytes
-    from it (api/cli_common.py `delegate_raw`, with a one-off key)."""
+    from it (api/cli/common.py `delegate_raw`, with a one-off key)."""
     import json
     import os
     import subprocess

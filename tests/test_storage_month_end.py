@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from payloads import cloudevent, sample
 
-from analytics.readmodel import ReadModel
-from analytics.registry import default_projections
-from analytics.report_data import Month, gather
-from analytics.runner import Runner
-from analytics.storage import StorageProjection, forecasts, month_end_forecasts
+from analytics.outputs.report_data import Month, gather
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
+from analytics.readmodel.runner import Runner
+from analytics.storage.projection import StorageProjection, forecasts, month_end_forecasts
 from api.report.html import render
 from store.contract import Event, validate_event
 from store.ledger import Ledger

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.capacity import CapacityProjection
-from analytics.hotspots import MAX_GAP, SUSTAINED_MIN, SUSTAINED_THRESHOLD, sustained
-from analytics.readmodel import ReadModel
-from analytics.runner import Runner
+from analytics.capacity.hotspots import MAX_GAP, SUSTAINED_MIN, SUSTAINED_THRESHOLD, sustained
+from analytics.capacity.projection import CapacityProjection
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.runner import Runner
 from store.contract import Event, batch_from_columns, samples_event
 from store.ledger import Ledger
 from store.migrate import upgrade

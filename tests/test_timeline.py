@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from test_cluster_events import core_event, finding, new_event, node, pod
 
-from analytics.capacity import CapacityProjection
-from analytics.cluster_events import ClusterEventsProjection
-from analytics.readmodel import ReadModel
-from analytics.runner import Runner
-from analytics.timeline import context, escape_cell, render_markdown
+from analytics.capacity.projection import CapacityProjection
+from analytics.cluster_events.projection import ClusterEventsProjection
+from analytics.incidents.timeline import context, escape_cell, render_markdown
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.runner import Runner
 from store.contract import batch_from_columns, samples_event, validate_event
 from store.ledger import Ledger
 from store.migrate import upgrade

@@ -1,7 +1,7 @@
 """The monthly capacity report as one self-contained HTML page (inline CSS and SVG, no script).
 
-`render(data)` turns `analytics.report_data.gather()`'s figures into the page. Every text that
-comes from the ledger is escaped with `html.escape`; nothing refers to another document (a
+`render(data)` turns `analytics.outputs.report_data.gather()`'s figures into the page. Every
+text that comes from the ledger is escaped with `html.escape`; nothing refers to another document (a
 post-mortem URL is printed as text, not linked), and the Content-Security-Policy meta tag
 forbids fetching anything, so the file opens the same air-gapped.
 """

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from analytics.hotspots import growth, headroom, sustained
-from analytics.trends import trends
+from analytics.capacity.hotspots import growth, headroom, sustained
+from analytics.capacity.trends import trends
 from api.deps import ProjectorDep, ReadKey
 from api.params import INSTANT_NOTE, ClusterName, Instant, Month
 from api.routes.events import bad_query

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
-from analytics.digest import digest, render_markdown
-from analytics.readmodel import ReadModel
+from analytics.outputs.digest import digest, render_markdown
+from analytics.readmodel.model import ReadModel
 from api.deps import ProjectorDep, ReadKey, SettingsDep
 from api.params import text_matching
 from api.routes.events import bad_query

@@ -19,10 +19,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from analytics.datasets import DATASETS, Dataset
-from analytics.export_files import CONTENT_TYPES, FORMATS, Encoder, Format
-from analytics.exports import ExportQuery, Rows, ledger_rows, read_model_rows
-from analytics.projector import Projector
+from analytics.outputs.datasets import DATASETS, Dataset
+from analytics.outputs.export_files import CONTENT_TYPES, FORMATS, Encoder, Format
+from analytics.outputs.exports import ExportQuery, Rows, ledger_rows, read_model_rows
+from analytics.readmodel.projector import Projector
 from api.deps import LedgerDep, ReadKey, SettingsDep, get_projector
 from api.params import INSTANT_NOTE, EventTypes, Instant
 from api.routes.capacity import OnlyCluster, naive_utc

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from analytics.projector import Projector
+from analytics.readmodel.projector import Projector
 from api.deps import LedgerDep
 from api.schemas import Health
 from store.migrate import current_revision, head_revision

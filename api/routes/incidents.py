@@ -12,8 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 
-from analytics import incident_reads, timeline
-from analytics.incident_metrics import GROUPS, metrics
+from analytics.incidents import reads as incident_reads
+from analytics.incidents import timeline
+from analytics.incidents.metrics import GROUPS, metrics
 from api.deps import LedgerDep, ProjectorDep, ReadKey, SettingsDep, WriteKey
 from api.incident_schemas import (
     Incident,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import WithJsonSchema
 
-from analytics.registry import default_projections
+from analytics.readmodel.registry import default_projections
 from api.deps import AdminKey, ProjectorDep, ReadKey
 from api.routes.events import bad_query
 from api.schemas import (

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from analytics.query_pool import QueryError
-from analytics.query_service import QueryService
+from analytics.sql.pool import QueryError
+from analytics.sql.service import QueryService
 from api.deps import QueryKey, SettingsDep
 from api.schemas import ErrorResponse
 

@@ -22,15 +22,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from analytics.projector import Projector
-from analytics.report_data import (
+from analytics.outputs.report_data import (
     Month,
     ReportError,
     UnknownCluster,
     gather,
     last_complete_month,
 )
-from analytics.runner import wait_for
+from analytics.readmodel.projector import Projector
+from analytics.readmodel.runner import wait_for
 from api.deps import Credentials, LedgerDep, ProjectorDep
 from api.params import ClusterName, text_matching
 from api.report.fmt import esc

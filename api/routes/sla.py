@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from analytics.incident_metrics import breaches
-from analytics.incident_reads import policy_in_force
+from analytics.incidents.metrics import breaches
+from analytics.incidents.reads import policy_in_force
 from api.bodies import policy_schema
 from api.deps import AdminKey, LedgerDep, ProjectorDep, ReadKey, SettingsDep
 from api.incident_schemas import BreachesResponse, PolicyResponse

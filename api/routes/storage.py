@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from analytics.storage import forecasts
+from analytics.storage.projection import forecasts
 from api.deps import ProjectorDep, ReadKey, SettingsDep
 from api.params import INSTANT_NOTE, Instant, text_matching
 from api.routes.capacity import OnlyCluster, naive_utc

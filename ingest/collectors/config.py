@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ingest.collectors import aws as aws_source
-from ingest.collectors import kubernetes as kubernetes_source
-from ingest.collectors import prometheus as prometheus_source
+from ingest.collectors.aws import collectors as aws_source
+from ingest.collectors.kubernetes import collector as kubernetes_source
+from ingest.collectors.prometheus import collector as prometheus_source
 from ingest.collectors.runtime import Collector
 from ingest.collectors.yamlfile import load_yaml
 from store.datamodels import Name

@@ -1,0 +1,21 @@
+"""The projections opsledger keeps."""
+
+from __future__ import annotations
+
+from analytics.capacity.projection import CapacityProjection
+from analytics.cluster_events.projection import ClusterEventsProjection
+from analytics.cost.projection import CostProjection
+from analytics.incidents.projection import IncidentProjection
+from analytics.readmodel.projection import Projection
+from analytics.storage.projection import StorageProjection
+
+
+def default_projections() -> list[Projection]:
+    """Every projection of the read model, in catch-up order."""
+    return [
+        CapacityProjection(),
+        StorageProjection(),
+        IncidentProjection(),
+        ClusterEventsProjection(),
+        CostProjection(),
+    ]
