@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from store.contract import INCIDENT_PREFIX, validate_events
+from store.contract import validate_events
 from store.errors import StreamVersionError
+from store.event_types import INCIDENT_PREFIX
 from store.incident_state import Fact, IncidentState, fold
 from store.ledger import Ledger
 from store.timefmt import datetime_to_us, format_us

@@ -16,43 +16,43 @@ from pydantic import BaseModel, ValidationError
 
 from store import datamodels
 from store.errors import Conflict, ConflictError
+from store.event_types import INCIDENT_PREFIX, EventType
 from store.timefmt import MAX_US, TimeFormatError, format_us, parse_rfc3339_us
 
 SPECVERSION: Final = "1.0"
-METRIC_SAMPLES: Final = "opsledger.metric.samples"
+METRIC_SAMPLES: Final = EventType.METRIC_SAMPLES.value
 
 #: Every event type of the contract and the model its `data` must satisfy.
 DATA_MODELS: Final[dict[str, type[BaseModel]]] = {
-    METRIC_SAMPLES: datamodels.MetricSamples,
-    "opsledger.k8s.event": datamodels.KubernetesEvent,
-    "opsledger.k8s.node.status": datamodels.NodeStatus,
-    "opsledger.k8s.pod.status": datamodels.PodStatus,
-    "opsledger.finding": datamodels.Finding,
-    "opsledger.incident.opened": datamodels.IncidentOpened,
-    "opsledger.incident.acknowledged": datamodels.IncidentMilestone,
-    "opsledger.incident.mitigated": datamodels.IncidentMilestone,
-    "opsledger.incident.resolved": datamodels.IncidentMilestone,
-    "opsledger.incident.reopened": datamodels.IncidentMilestone,
-    "opsledger.incident.severity_changed": datamodels.IncidentSeverityChanged,
-    "opsledger.incident.annotated": datamodels.IncidentAnnotated,
-    "opsledger.incident.postmortem_linked": datamodels.IncidentPostmortemLinked,
-    "opsledger.cost.daily": datamodels.CostDaily,
-    "opsledger.budget.set": datamodels.BudgetSet,
-    "opsledger.sla.policy_set": datamodels.SlaPolicy,
+    EventType.METRIC_SAMPLES: datamodels.MetricSamples,
+    EventType.K8S_EVENT: datamodels.KubernetesEvent,
+    EventType.K8S_NODE_STATUS: datamodels.NodeStatus,
+    EventType.K8S_POD_STATUS: datamodels.PodStatus,
+    EventType.FINDING: datamodels.Finding,
+    EventType.INCIDENT_OPENED: datamodels.IncidentOpened,
+    EventType.INCIDENT_ACKNOWLEDGED: datamodels.IncidentMilestone,
+    EventType.INCIDENT_MITIGATED: datamodels.IncidentMilestone,
+    EventType.INCIDENT_RESOLVED: datamodels.IncidentMilestone,
+    EventType.INCIDENT_REOPENED: datamodels.IncidentMilestone,
+    EventType.INCIDENT_SEVERITY_CHANGED: datamodels.IncidentSeverityChanged,
+    EventType.INCIDENT_ANNOTATED: datamodels.IncidentAnnotated,
+    EventType.INCIDENT_POSTMORTEM_LINKED: datamodels.IncidentPostmortemLinked,
+    EventType.COST_DAILY: datamodels.CostDaily,
+    EventType.BUDGET_SET: datamodels.BudgetSet,
+    EventType.SLA_POLICY_SET: datamodels.SlaPolicy,
 }
-KNOWN_TYPES: Final = tuple(DATA_MODELS)
+KNOWN_TYPES: Final = tuple(str(t) for t in DATA_MODELS)
 
 #: Types whose events must name their cluster in the `cluster` extension attribute.
 CLUSTER_SCOPED: Final = frozenset(
     {
-        METRIC_SAMPLES,
-        "opsledger.k8s.event",
-        "opsledger.k8s.node.status",
-        "opsledger.k8s.pod.status",
-        "opsledger.incident.opened",
+        EventType.METRIC_SAMPLES,
+        EventType.K8S_EVENT,
+        EventType.K8S_NODE_STATUS,
+        EventType.K8S_POD_STATUS,
+        EventType.INCIDENT_OPENED,
     }
 )
-INCIDENT_PREFIX: Final = "opsledger.incident."
 
 REQUIRED_ATTRIBUTES: Final = ("specversion", "id", "source", "type", "time", "data")
 OPTIONAL_ATTRIBUTES: Final = ("cluster", "subject", "datacontenttype")

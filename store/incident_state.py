@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from store.contract import INCIDENT_PREFIX
+from store.event_types import INCIDENT_PREFIX
 
 SEVERITIES: Final = ("P0", "P1", "P2", "P3")
 #: Tie-break for facts recorded at the same instant: the order a responder performs them in.

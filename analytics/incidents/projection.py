@@ -9,7 +9,7 @@ import duckdb
 import orjson
 
 from analytics.incidents.sla import PolicyHistory, resolution_target, response_target
-from store.contract import INCIDENT_PREFIX
+from store.event_types import INCIDENT_PREFIX
 from store.incident_state import KINDS, Fact, IncidentState, fold
 from store.ledger import RecordedEvent
 from store.timefmt import us_to_datetime
