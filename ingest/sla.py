@@ -11,10 +11,10 @@ import yaml
 from ingest.events import BodyError
 from store.contract import validate_events
 from store.datamodels import SlaPolicy
+from store.event_types import EventType
 from store.ledger import Ledger
 from store.timefmt import format_us
 
-POLICY_SET: Final = "opsledger.sla.policy_set"
 YAML_TYPES: Final = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
 JSON_TYPES: Final = frozenset({"application/json"})
 
@@ -45,7 +45,7 @@ def set_policy(
         "specversion": "1.0",
         "id": f"sla-policy/{uuid.uuid4().hex}",
         "source": source,
-        "type": POLICY_SET,
+        "type": EventType.SLA_POLICY_SET,
         "time": format_us(effective_us),
         "data": doc,
     }

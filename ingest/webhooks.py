@@ -17,12 +17,12 @@ from ingest.events import BodyError
 from store.contract import ContractError, Event, event_to_cloudevent, validate_events
 from store.datamodels import Timestamp
 from store.errors import ConflictError
+from store.event_types import INCIDENT_PREFIX, EventType
 from store.ledger import Ledger
 from store.settings import Settings
 from store.timefmt import TimeFormatError, parse_rfc3339_us
 
 PAGERDUTY_SOURCE: Final = "pagerduty"
-OPENED: Final = "opsledger.incident.opened"
 MAX_TITLE: Final = 4096
 MAX_NAME: Final = 253
 _INCIDENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -371,7 +371,7 @@ def _alert_events(
     opened = event_to_cloudevent(
         source=source,
         event_id=f"{incident_id}/opened",
-        event_type=OPENED,
+        event_type=EventType.INCIDENT_OPENED,
         time_us=starts,
         cluster=labels.get(rules.cluster_label) or rules.default_cluster,
         subject=None,
@@ -382,7 +382,7 @@ def _alert_events(
         resolved = event_to_cloudevent(
             source=source,
             event_id=f"{incident_id}/resolved",
-            event_type="opsledger.incident.resolved",
+            event_type=EventType.INCIDENT_RESOLVED,
             time_us=ends,
             cluster=None,
             subject=None,
@@ -522,7 +522,7 @@ def translate_pagerduty(doc: Any, rules: PagerDutyRules) -> Translation:
     raw = event_to_cloudevent(
         source=PAGERDUTY_SOURCE,
         event_id=ev.id,
-        event_type=f"opsledger.incident.{kind}",
+        event_type=f"{INCIDENT_PREFIX}{kind}",
         time_us=when,
         cluster=cluster,
         subject=None,

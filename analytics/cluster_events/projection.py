@@ -8,13 +8,10 @@ from typing import Any, Final
 import duckdb
 import pyarrow as pa
 
+from store.event_types import EventType
 from store.ledger import RecordedEvent
 from store.timefmt import TimeFormatError, parse_rfc3339_us
 
-K8S_EVENT: Final = "opsledger.k8s.event"
-NODE_STATUS: Final = "opsledger.k8s.node.status"
-POD_STATUS: Final = "opsledger.k8s.pod.status"
-FINDING: Final = "opsledger.finding"
 # Counts beyond BIGINT are not real counts; clamping keeps one odd event from failing the page
 # (a page that fails is retried forever and blocks the projection).
 _BIGINT_MAX: Final = 2**63 - 1
@@ -234,10 +231,10 @@ def finding_row(ev: RecordedEvent, d: Mapping[str, Any]) -> tuple[Any, ...]:
 _ROWS: Final[
     dict[str, tuple[str, Callable[[RecordedEvent, Mapping[str, Any]], tuple[Any, ...]]]]
 ] = {
-    K8S_EVENT: ("k8s_events", k8s_event_row),
-    NODE_STATUS: ("node_status", node_status_row),
-    POD_STATUS: ("pod_status", pod_status_row),
-    FINDING: ("findings", finding_row),
+    EventType.K8S_EVENT: ("k8s_events", k8s_event_row),
+    EventType.K8S_NODE_STATUS: ("node_status", node_status_row),
+    EventType.K8S_POD_STATUS: ("pod_status", pod_status_row),
+    EventType.FINDING: ("findings", finding_row),
 }
 
 

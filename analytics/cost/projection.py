@@ -11,10 +11,9 @@ from typing import Any, Final
 import duckdb
 
 from store.datamodels import MAX_AMOUNT
+from store.event_types import EventType
 from store.ledger import RecordedEvent
 
-COST_DAILY: Final = "opsledger.cost.daily"
-BUDGET_SET: Final = "opsledger.budget.set"
 #: Over budget when the projection exceeds the budget by more than this share (BRIEF.md).
 OVER_BUDGET_MARGIN: Final = 0.10
 
@@ -32,7 +31,7 @@ class CostProjection:
 
     name = "cost"
     version = 1
-    types: tuple[str, ...] = (COST_DAILY, BUDGET_SET)
+    types: tuple[str, ...] = (EventType.COST_DAILY, EventType.BUDGET_SET)
     batch_events = 5000
 
     def create(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -50,7 +49,7 @@ class CostProjection:
         days, budgets = [], []
         for ev in events:
             d = ev.data or {}
-            if ev.type == COST_DAILY:
+            if ev.type == EventType.COST_DAILY:
                 days.append(
                     (d["date"], d["service"], d["amount"], d["currency"], ev.cluster, ev.position)
                 )

@@ -9,12 +9,11 @@ import duckdb
 import orjson
 
 from analytics.incidents.sla import PolicyHistory, resolution_target, response_target
-from store.event_types import INCIDENT_PREFIX
+from store.event_types import INCIDENT_PREFIX, EventType
 from store.incident_state import KINDS, Fact, IncidentState, fold
 from store.ledger import RecordedEvent
 from store.timefmt import us_to_datetime
 
-POLICY_SET: Final = "opsledger.sla.policy_set"
 INCIDENT_TYPES: Final = tuple(f"{INCIDENT_PREFIX}{k}" for k in KINDS)
 
 _DDL: Final = (
@@ -42,7 +41,7 @@ class IncidentProjection:
 
     name = "incidents"
     version = 1
-    types: tuple[str, ...] = (*INCIDENT_TYPES, POLICY_SET)
+    types: tuple[str, ...] = (*INCIDENT_TYPES, EventType.SLA_POLICY_SET)
     batch_events = 2000
 
     def create(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -60,7 +59,7 @@ class IncidentProjection:
         facts, policies, touched = [], [], set()
         for ev in events:
             data = dict(ev.data or {})
-            if ev.type == POLICY_SET:
+            if ev.type == EventType.SLA_POLICY_SET:
                 policies.append((ev.time_us, ev.position, orjson.dumps(data).decode()))
                 continue
             kind = ev.type.removeprefix(INCIDENT_PREFIX)

@@ -35,6 +35,7 @@ from ingest.collectors.aws.common import (
 from ingest.collectors.runtime import Sink, parse_duration
 from store.contract import MAX_ID_LENGTH
 from store.datamodels import Currency
+from store.event_types import EventType
 from store.timefmt import datetime_to_us
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class CostCollector:
                 raw = make_event(
                     source=self.source,
                     event_id=_cost_id(day, service),
-                    event_type="opsledger.cost.daily",
+                    event_type=EventType.COST_DAILY,
                     # The day's spend is a fact once the day is over.
                     time_us=_day_start_us(day + timedelta(days=1)),
                     cluster=None,
@@ -271,7 +272,7 @@ class BudgetCollector:
         raw = make_event(
             source=self.source,
             event_id=f"{month}/{seq}",
-            event_type="opsledger.budget.set",
+            event_type=EventType.BUDGET_SET,
             time_us=at,
             cluster=None,
             data={"month": month, "amount": amount, "currency": currency},

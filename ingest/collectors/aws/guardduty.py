@@ -30,6 +30,7 @@ from ingest.collectors.aws.common import (
 )
 from ingest.collectors.runtime import Sink, parse_duration
 from store.datamodels import FindingSeverity
+from store.event_types import EventType
 from store.timefmt import format_us
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ log = logging.getLogger("opsledger.collectors.aws.guardduty")
 
 NAME: Final = "aws/guardduty"
 SOURCE: Final = SOURCE_PREFIX + "guardduty"
-FINDING: Final = "opsledger.finding"
 #: GetFindings takes at most 50 ids.
 GET_BATCH: Final = 50
 #: Tags EKS and eksctl put on a cluster's nodes (EC2 findings about a node name its cluster).
@@ -166,7 +166,7 @@ def finding_event(
     return make_event(
         source=source,
         event_id=bounded_id(finding_id, tail),
-        event_type=FINDING,
+        event_type=EventType.FINDING,
         time_us=updated,
         cluster=cluster,
         data=data,

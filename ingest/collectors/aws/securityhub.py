@@ -30,6 +30,7 @@ from ingest.collectors.aws.common import (
 )
 from ingest.collectors.runtime import Sink, parse_duration
 from store.datamodels import FindingSeverity, FindingStatus
+from store.event_types import EventType
 from store.timefmt import format_us
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ log = logging.getLogger("opsledger.collectors.aws.securityhub")
 
 NAME: Final = "aws/securityhub"
 SOURCE: Final = SOURCE_PREFIX + "securityhub"
-FINDING: Final = "opsledger.finding"
 PAGE_SIZE: Final = 100
 _LABELS: Final = frozenset({"INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"})
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
@@ -153,7 +153,7 @@ def finding_event(
     return make_event(
         source=source,
         event_id=bounded_id(finding_id, tail),
-        event_type=FINDING,
+        event_type=EventType.FINDING,
         time_us=updated,
         cluster=cluster,
         data=data,

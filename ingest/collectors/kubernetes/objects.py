@@ -13,11 +13,8 @@ import orjson
 from kubernetes.utils.quantity import parse_quantity
 
 from store.contract import event_to_cloudevent
+from store.event_types import EventType
 from store.timefmt import TimeFormatError, parse_rfc3339_us
-
-K8S_EVENT: Final = "opsledger.k8s.event"
-NODE_STATUS: Final = "opsledger.k8s.node.status"
-POD_STATUS: Final = "opsledger.k8s.pod.status"
 
 #: Node labels naming the node pool, first match wins: EKS Auto Mode and Karpenter, managed
 #: node groups, eksctl's own groups, then the compute type (`auto`, `fargate`, `hybrid`).
@@ -157,7 +154,7 @@ def k8s_event(
     return event_to_cloudevent(
         source=source,
         event_id=f"{api.id_prefix}/{uid}/{rv}",
-        event_type=K8S_EVENT,
+        event_type=EventType.K8S_EVENT,
         time_us=event_time_us(raw) or now_us,
         cluster=cluster,
         subject=subject,
@@ -237,7 +234,7 @@ def node_status_event(info: NodeInfo, *, source: str, cluster: str) -> dict[str,
     return event_to_cloudevent(
         source=source,
         event_id=f"node/{info.name}/{content}",
-        event_type=NODE_STATUS,
+        event_type=EventType.K8S_NODE_STATUS,
         time_us=info.time_us,
         cluster=cluster,
         subject=f"node/{info.name}",
@@ -373,7 +370,7 @@ def pod_status_event(info: PodInfo, *, source: str, cluster: str) -> dict[str, A
     return event_to_cloudevent(
         source=source,
         event_id=f"pod/{info.uid}/{content}",
-        event_type=POD_STATUS,
+        event_type=EventType.K8S_POD_STATUS,
         time_us=info.time_us,
         cluster=cluster,
         subject=f"pod/{info.namespace}/{info.name}",
