@@ -25,6 +25,7 @@ from store.timefmt import (
     MONTH_PATTERN,
     RFC3339_PATTERN,
     TimeFormatError,
+    duration_seconds,
     parse_rfc3339_us,
 )
 
@@ -39,8 +40,6 @@ IncidentId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-_DURATION_RE = re.compile(r"^(\d{1,6})(m|h|d)$")
-_DURATION_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
 #: The longest SLA target: a year.
 MAX_TARGET_MINUTES: Final = 366 * 24 * 60
 #: The largest amount of money one event may carry (a day's spend of one service, a month's
@@ -245,10 +244,13 @@ class BudgetSet(_Strict):
 
 
 def _duration(value: str) -> str:
-    m = _DURATION_RE.match(value)
-    if value == "next_business_day" or (
-        m is not None and 0 < int(m.group(1)) * _DURATION_MINUTES[m.group(2)] <= MAX_TARGET_MINUTES
-    ):
+    if value == "next_business_day":
+        return value
+    try:
+        minutes = duration_seconds(value, "mhd", digits=6) / 60
+    except ValueError:
+        minutes = 0
+    if 0 < minutes <= MAX_TARGET_MINUTES:
         return value
     raise ValueError(
         'must be a positive duration up to 366d like "15m", "1h", "2d", or "next_business_day"'

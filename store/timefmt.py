@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -84,3 +85,26 @@ def datetime_to_us(dt: datetime) -> int:
         raise TimeFormatError("must carry a UTC offset")
     delta = dt - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@functools.cache
+def _duration_re(units: str, digits: int | None, decimals: int) -> re.Pattern[str]:
+    count = "+" if digits is None else f"{{1,{digits}}}"
+    fraction = rf"(?:\.\d{{1,{decimals}}})?" if decimals else ""
+    return re.compile(rf"^(\d{count}{fraction})([{units}])$")
+
+
+def duration_seconds(
+    text: str, units: str = "smhdw", *, digits: int | None = None, decimals: int = 0
+) -> float:
+    """Seconds in a duration like `30s`, `90m`, `6h`, `7d` or `2w` (ValueError otherwise).
+
+    Each caller names the units it accepts, how many digits, and whether a fraction may follow.
+    """
+    m = _duration_re(units, digits, decimals).match(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -12,11 +11,9 @@ from zoneinfo import ZoneInfo
 
 from store.datamodels import SlaPolicy
 from store.incident_state import IncidentState
-from store.timefmt import datetime_to_us, us_to_datetime
+from store.timefmt import datetime_to_us, duration_seconds, us_to_datetime
 
 _WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_UNIT_US: Final = {"m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
-_DURATION: Final = re.compile(r"^(\d+)(m|h|d)$")
 #: Holidays are capped at 1000 a policy, so a business day always comes within this many days.
 _SEARCH_DAYS: Final = 2000
 
@@ -69,10 +66,11 @@ class Policy:
         """When a target (`15m`, `4h`, `2d` calendar time, or `next_business_day`) falls due."""
         if target == "next_business_day":
             return self.next_business_day_close(opened_us)
-        m = _DURATION.match(target)
-        if m is None:
-            raise ValueError(f"unknown SLA target {target!r}")
-        return opened_us + int(m.group(1)) * _UNIT_US[m.group(2)]
+        try:
+            seconds = duration_seconds(target, "mhd")
+        except ValueError:
+            raise ValueError(f"unknown SLA target {target!r}") from None
+        return opened_us + int(seconds) * 1_000_000
 
 
 DEFAULT_POLICY: Final = Policy.from_document({})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
@@ -17,11 +16,10 @@ from api.deps import ProjectorDep, ReadKey, SettingsDep
 from api.params import text_matching
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse
+from store.timefmt import duration_seconds
 
 router = APIRouter(prefix="/v1/digest", tags=["digest"])
-_SINCE = re.compile(r"^(\d{1,6})(m|h|d|w)$")
 SinceText = Annotated[str, text_matching(r"^[0-9]{1,6}[mhdw]$")]
-_UNITS: Final = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 SINCE_MIN: Final = timedelta(minutes=5)
 SINCE_MAX: Final = timedelta(days=31)
 #: The read model's projections the digest reads (the CLI catches these up first).
@@ -30,10 +28,10 @@ PROJECTIONS: Final = ("incidents", "cluster_events", "capacity", "storage")
 
 def parse_since(value: str) -> timedelta:
     """A look-back like 90m, 24h, 7d or 2w, between 5 minutes and 31 days (ValueError else)."""
-    m = _SINCE.match(value)
-    if m is None:
-        raise ValueError("must be a duration like 90m, 24h, 7d or 2w")
-    span = timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        span = timedelta(seconds=duration_seconds(value, "mhdw", digits=6))
+    except ValueError:
+        raise ValueError("must be a duration like 90m, 24h, 7d or 2w") from None
     if not SINCE_MIN <= span <= SINCE_MAX:
         raise ValueError("must be between 5m and 31d")
     return span

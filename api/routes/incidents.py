@@ -37,7 +37,13 @@ from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse
 from ingest import incidents as commands
 from store.incident_state import IncidentState
-from store.timefmt import datetime_to_us, format_us, parse_rfc3339_us, us_to_datetime
+from store.timefmt import (
+    datetime_to_us,
+    duration_seconds,
+    format_us,
+    parse_rfc3339_us,
+    us_to_datetime,
+)
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
 IncidentIdPath = Annotated[
@@ -57,9 +63,7 @@ _COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
 _SPAN_PATTERN = r"^[0-9]{1,7}[smhd]$"
-_SPAN = re.compile(r"^(\d{1,7})(s|m|h|d)$")
 SpanText = Annotated[str, text_matching(_SPAN_PATTERN)]
-_SPAN_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 GroupBy = Annotated[str, text_matching(one_of_list(list(GROUPS), spaces=True))]
@@ -321,10 +325,10 @@ def get_incident(
 
 
 def _span(name: str, value: str) -> timedelta:
-    m = _SPAN.match(value)
-    if m is None:
-        raise bad_query(name, "must be a duration like 30m, 2h or 1d")
-    span = timedelta(seconds=int(m.group(1)) * _SPAN_S[m.group(2)])
+    try:
+        span = timedelta(seconds=duration_seconds(value, "smhd", digits=7))
+    except ValueError:
+        raise bad_query(name, "must be a duration like 30m, 2h or 1d") from None
     if span > timedelta(days=7):
         raise bad_query(name, "must be at most 7d")
     return span

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,21 +19,20 @@ from api.routes.capacity import OnlyCluster, naive_utc
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse, ForecastResponse
 from store.settings import Settings
+from store.timefmt import duration_seconds
 
 router = APIRouter(prefix="/v1/storage", tags=["storage"], responses=READ_MODEL_RESPONSES)
 _DURATION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,6})?[smhdw]$"
-_DURATION = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)(s|m|h|d|w)$")
 SpanText = Annotated[str, text_matching(_DURATION_PATTERN)]
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _duration(name: str, value: str | None, default: timedelta | None) -> timedelta | None:
     if value is None:
         return default
-    m = _DURATION.match(value)
-    if m is None:
-        raise bad_query(name, "must be a duration like 90m, 6h, 7d or 2w")
-    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        seconds = duration_seconds(value, "smhdw", digits=9, decimals=6)
+    except ValueError:
+        raise bad_query(name, "must be a duration like 90m, 6h, 7d or 2w") from None
     # Bounded before it becomes a timedelta, which overflows past 999,999,999 days.
     if not 300 <= seconds <= 366 * 86400:
         raise bad_query(name, "must be between 5m and 366d")

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from store.collectors import load_cursor, record_run
 from store.contract import Event, validate_events
 from store.ledger import Ledger
+from store.timefmt import duration_seconds
 
 log = logging.getLogger("opsledger.collectors")
 
@@ -90,12 +91,10 @@ def run_once(ledger: Ledger, collector: Collector) -> RunResult:
     return RunResult(collector.name, sink.appended, sink.duplicates, error)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_duration(text: str) -> float:
     """Seconds in a duration like `30s`, `5m`, `6h` or `35d` (ValueError otherwise)."""
     text = text.strip()
-    if len(text) >= 2 and text[-1] in _UNITS and text[:-1].isdigit():
-        return float(int(text[:-1]) * _UNITS[text[-1]])
-    raise ValueError(f"{text!r} is not a duration like 30s, 5m, 6h or 35d")
+    try:
+        return duration_seconds(text, "smhd")
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 6h or 35d") from None
