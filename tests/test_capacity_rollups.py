@@ -20,7 +20,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from analytics.capacity.projection import CapacityProjection, _avg_p95_max
+from analytics.capacity.projection import CapacityProjection
+from analytics.capacity.rollups import _avg_p95_max
 from analytics.capacity.trends import trends
 from analytics.readmodel.model import ReadModel
 from analytics.readmodel.runner import Runner

@@ -19,10 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.capacity.hotspots import MAX_GAP, SUSTAINED_MIN, SUSTAINED_THRESHOLD, sustained
+from analytics.capacity.hotspots import sustained
 from analytics.capacity.projection import CapacityProjection
 from analytics.readmodel.model import ReadModel
 from analytics.readmodel.runner import Runner
+from analytics.thresholds import SUSTAINED_MAX_GAP as MAX_GAP
+from analytics.thresholds import SUSTAINED_MIN
+from analytics.thresholds import SUSTAINED_UTILIZATION as SUSTAINED_THRESHOLD
 from store.contract import Event, batch_from_columns, samples_event
 from store.ledger import Ledger
 from store.migrate import upgrade

@@ -11,11 +11,15 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-SUSTAINED_THRESHOLD: Final = 0.85
-SUSTAINED_MIN: Final = timedelta(hours=1)
-# A hole this long between samples ends a run: the member was not observed being hot.
-MAX_GAP: Final = timedelta(minutes=15)
-HEADROOM_TARGET: Final = 0.85
+from analytics.thresholds import (
+    HEADROOM_TARGET,
+    SUSTAINED_MAX_GAP,
+    SUSTAINED_MIN,
+    SUSTAINED_UTILIZATION,
+)
+
+#: The sustained threshold under the name analytics.outputs.report_data imports.
+SUSTAINED_THRESHOLD: Final = SUSTAINED_UTILIZATION
 
 # Sustained runs are found in numpy over the base tables: window functions over the cap_points
 # view (a UNION ALL with joins) took 2 s for a month of 200 nodes. A point (one row of the view)
@@ -42,7 +46,7 @@ _SCOPE_UTILISATION: Final = (
     f"SELECT epoch_us(ts) AS ts, usage / allocatable AS u {_SCOPE_POINTS} "
     "ORDER BY cluster, scope, nodepool, resource, ts"
 )
-_GAP_US: Final = MAX_GAP // timedelta(microseconds=1)
+_GAP_US: Final = SUSTAINED_MAX_GAP // timedelta(microseconds=1)
 _MIN_US: Final = SUSTAINED_MIN // timedelta(microseconds=1)
 _EPOCH: Final = datetime(1970, 1, 1)
 
@@ -103,9 +107,9 @@ def _runs(
     if masked.mask is not np.ma.nomask and masked.mask.any():
         kept = ~masked.mask
         part, ts, u = part[kept], ts[kept], u[kept]
-    hot = u > SUSTAINED_THRESHOLD
+    hot = u > SUSTAINED_UTILIZATION
     # A row continues the run of the row before it when that one is hot, of the same series and
-    # at most MAX_GAP earlier; a hot row that does not starts a run.
+    # at most SUSTAINED_MAX_GAP earlier; a hot row that does not starts a run.
     joins = np.zeros(len(u), bool)
     joins[1:] = hot[:-1] & (part[1:] == part[:-1]) & (np.diff(ts) <= _GAP_US)
     rows = np.flatnonzero(hot)
