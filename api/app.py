@@ -32,8 +32,8 @@ from api.routes import query as query_routes
 from api.routes import reports as report_routes
 from api.routes import webhooks as webhook_routes
 from api.routes.events import BodyTooLarge
-from api.routes.incidents import state_body
 from api.server import BodyTimeout
+from api.services.incidents import state_body
 from ingest.collectors.config import load_collectors
 from ingest.collectors.runtime import Collector
 from ingest.collectors.scheduler import CollectorScheduler

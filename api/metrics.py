@@ -25,6 +25,7 @@ from analytics.storage.projection import forecasts
 from store.collectors import states
 from store.incident_state import SEVERITIES
 from store.settings import Settings
+from store.timefmt import NAIVE_EPOCH
 
 log = logging.getLogger("opsledger.metrics")
 
@@ -42,7 +43,6 @@ FORECAST_STATUSES: Final[tuple[Status, ...]] = (
 )
 BREACH_KINDS: Final = ("response", "resolution")
 _DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_EPOCH: Final = datetime(1970, 1, 1)
 
 
 class AppMetrics:
@@ -158,7 +158,7 @@ def incident_families(con: Any, now: datetime) -> Iterator[Metric]:
     yield open_now
 
     # Every incident ever opened: an open breach can belong to one opened long ago.
-    judged = breaches(con, _EPOCH, now + timedelta(microseconds=1), now)
+    judged = breaches(con, NAIVE_EPOCH, now + timedelta(microseconds=1), now)
     tally = Tally((b["severity"], b["kind"]) for b in judged["items"] if b["open"])
     family = _gauge(
         "opsledger_sla_open_breaches",
@@ -333,7 +333,7 @@ class LedgerCollector(Collector):
         return self._forecasts
 
     def _collectors(self) -> Iterator[Metric]:
-        from api.routes.collectors import status_rows
+        from api.services.collectors import status_rows
 
         scheduler = getattr(self.app.state, "collectors", None)
         intervals = (
@@ -374,7 +374,7 @@ class LedgerCollector(Collector):
             poisoned.add_metric([s.name], float(s.poisoned))
             failing.add_metric([s.name], 0.0 if s.last_error is None else 1.0)
             if s.last_error is not None:
-                failed_at.add_metric([s.name], (s.last_error.at - _EPOCH).total_seconds())
+                failed_at.add_metric([s.name], (s.last_error.at - NAIVE_EPOCH).total_seconds())
         if statuses:
             head.add_metric([], float(statuses[0].head))
         yield from (lag, head, poisoned, failing, failed_at)

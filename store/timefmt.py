@@ -87,6 +87,30 @@ def datetime_to_us(dt: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+#: The epoch as the read model keeps instants: naive UTC.
+NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def naive_to_us(t: datetime) -> int:
+    """UTC microseconds of a naive UTC datetime (the read model's convention)."""
+    return (t - NAIVE_EPOCH) // timedelta(microseconds=1)
+
+
+def us_to_naive(us: int) -> datetime:
+    """A naive UTC datetime of UTC microseconds (what DuckDB stores as TIMESTAMP)."""
+    return NAIVE_EPOCH + timedelta(microseconds=us)
+
+
+def naive_iso(t: datetime | None) -> str | None:
+    """A naive UTC datetime as RFC 3339 with a Z; None stays None."""
+    return None if t is None else format_us(naive_to_us(t))
+
+
+def to_naive_utc(t: datetime) -> datetime:
+    """A datetime as naive UTC: an aware one is converted, a naive one is taken as UTC."""
+    return t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
+
+
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

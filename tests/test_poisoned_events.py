@@ -55,7 +55,8 @@ from analytics.readmodel.runner import (
     outside_contract,
 )
 from api.app import create_app
-from api.cli.app import _local_states, _print_projections, out
+from api.cli.common import out
+from api.cli.projections import _local_states, _print_projections
 from api.disk_full import is_disk_full
 from store.contract import Event, SampleBatch, validate_event
 from store.keys import create_key

@@ -9,8 +9,8 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.incidents.reads import iso
 from store.incident_state import SEVERITIES
+from store.timefmt import naive_iso
 
 #: Grouping keys and the column each reads; severity is the most severe level ever held.
 GROUPS: Final = {
@@ -88,8 +88,8 @@ def breaches(
                     "incident_id": incident_id,
                     "severity": sev,
                     "kind": k,
-                    "due_at": iso(due),
-                    "met_at": iso(met_at),
+                    "due_at": naive_iso(due),
+                    "met_at": naive_iso(met_at),
                     "overrun_seconds": overrun,
                     "open": met_at is None,
                 }
@@ -121,4 +121,4 @@ def breaches(
                 "breach_rate": resp / n if n else None,
             }
         )
-    return {"as_of": iso(now), "summary": summary, "items": items}
+    return {"as_of": naive_iso(now), "summary": summary, "items": items}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final
 
 import duckdb
@@ -12,7 +13,7 @@ from analytics.incidents.sla import PolicyHistory, resolution_target, response_t
 from store.event_types import INCIDENT_PREFIX, EventType
 from store.incident_state import KINDS, Fact, IncidentState, fold
 from store.ledger import RecordedEvent
-from store.timefmt import us_to_datetime
+from store.timefmt import us_to_naive
 
 INCIDENT_TYPES: Final = tuple(f"{INCIDENT_PREFIX}{k}" for k in KINDS)
 
@@ -190,8 +191,6 @@ def _row(st: IncidentState, history: PolicyHistory) -> tuple[Any, ...]:
     )
 
 
-def _ts(us: int | None) -> Any:
+def _ts(us: int | None) -> datetime | None:
     """Microseconds as a naive UTC datetime, which DuckDB stores as TIMESTAMP."""
-    if us is None:
-        return None
-    return us_to_datetime(us).replace(tzinfo=None)
+    return None if us is None else us_to_naive(us)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import duckdb
 import orjson
 
-from store.timefmt import datetime_to_us, format_us
+from store.timefmt import format_us, naive_iso
 
 #: Columns of `incidents` as the API shows them, in order.
 FIELDS: Final = (
@@ -37,16 +37,11 @@ FIELDS: Final = (
 )
 
 
-def iso(value: datetime | None) -> str | None:
-    """A read-model timestamp (naive UTC) as RFC 3339 with a Z."""
-    return None if value is None else format_us(datetime_to_us(value.replace(tzinfo=UTC)))
-
-
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
     out = dict(zip(FIELDS, row, strict=True))
     for k, v in out.items():
         if isinstance(v, datetime):
-            out[k] = iso(v)
+            out[k] = naive_iso(v)
     return out
 
 

@@ -11,7 +11,14 @@ from typing import Any, Final
 import duckdb
 
 from analytics.capacity.hotspots import sustained
-from store.timefmt import TimeFormatError, format_us, parse_rfc3339_us
+from store.timefmt import (
+    TimeFormatError,
+    format_us,
+    naive_iso,
+    naive_to_us,
+    parse_rfc3339_us,
+    to_naive_utc,
+)
 
 KINDS: Final = (
     "k8s_warning",
@@ -28,7 +35,6 @@ SUSTAINED_PAD: Final = timedelta(days=1)
 #: An OOM kill event on a node and a pod's OOMKilled status this close are the same kill.
 OOM_MATCH: Final = timedelta(minutes=5)
 SUMMARY_MAX: Final = 240
-_EPOCH: Final = datetime(1970, 1, 1)
 _OOM_REASONS: Final = frozenset({"OOMKilling", "OOMKilled", "SystemOOM"})
 _POD_KINDS: Final = {"CrashLoopBackOff": "crash_loop", "OOMKilled": "oom_killed"}
 
@@ -47,21 +53,6 @@ class _Entry:
             "summary": self.summary,
             "details": self.details,
         }
-
-
-def _naive_utc(ts: datetime) -> datetime:
-    """The read model keeps naive UTC; an aware datetime is converted, a naive one is UTC."""
-    if ts.tzinfo is None:
-        return ts
-    return ts.astimezone(UTC).replace(tzinfo=None)
-
-
-def _us(ts: datetime) -> int:
-    return (ts - _EPOCH) // timedelta(microseconds=1)
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else format_us(_us(ts))
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -133,16 +124,18 @@ def _warnings(
             "reason": r["reason"],
             "message": r["message"],
             "count": r["count"],
-            "first_timestamp": _iso(r["first_timestamp"]),
-            "last_timestamp": _iso(r["last_timestamp"]),
-            "event_time": _iso(r["event_time"]),
+            "first_timestamp": naive_iso(r["first_timestamp"]),
+            "last_timestamp": naive_iso(r["last_timestamp"]),
+            "event_time": naive_iso(r["event_time"]),
             "component": r["component"],
             "host": r["host"],
             "event_uid": r["event_uid"],
             "position": r["position"],
         }
         out.append(
-            _Entry(_us(r["ts"]), _k8s_kind(r["reason"], r["message"]), one_line(text), details)
+            _Entry(
+                naive_to_us(r["ts"]), _k8s_kind(r["reason"], r["message"]), one_line(text), details
+            )
         )
     return out
 
@@ -190,12 +183,12 @@ def _nodes(
             "zone": r["zone"],
             "instance_type": r["instance_type"],
             "previous_ready": r["previous_ready"],
-            "previous_at": _iso(r["previous_ts"]),
+            "previous_at": naive_iso(r["previous_ts"]),
             "position": r["position"],
         }
         if r["ready"]:
             down = (r["ts"] - r["previous_since"]).total_seconds()
-            details["not_ready_since"] = _iso(r["previous_since"])
+            details["not_ready_since"] = naive_iso(r["previous_since"])
             details["not_ready_seconds"] = down
             text = f"Node {r['node']} Ready again after {_duration(down)} NotReady{reason}"
             kind = "node_ready"
@@ -204,7 +197,7 @@ def _nodes(
             kind = "node_not_ready"
         if where:
             text += f" [{where}]"
-        out.append(_Entry(_us(r["ts"]), kind, one_line(text), details))
+        out.append(_Entry(naive_to_us(r["ts"]), kind, one_line(text), details))
     return out
 
 
@@ -260,7 +253,7 @@ def _pods(
             "owner": r["owner"],
             "position": r["position"],
         }
-        out.append(_Entry(_us(r["ts"]), kind, one_line(text), details))
+        out.append(_Entry(naive_to_us(r["ts"]), kind, one_line(text), details))
     return out
 
 
@@ -359,12 +352,12 @@ def _findings(
             "namespace": r["namespace"],
             "status": r["status"],
             "previous_status": r["previous_status"],
-            "first_seen": _iso(r["first_seen_min"]),
-            "last_seen": _iso(r["last_seen"]),
+            "first_seen": naive_iso(r["first_seen_min"]),
+            "last_seen": naive_iso(r["last_seen"]),
             "cluster": r["cluster"],
             "position": r["position"],
         }
-        out.append(_Entry(_us(r["t"]), "finding", one_line(text), details))
+        out.append(_Entry(naive_to_us(r["t"]), "finding", one_line(text), details))
     return out
 
 
@@ -381,7 +374,7 @@ def _sustained(
         start = parse_rfc3339_us(run["start"])
         end = parse_rfc3339_us(run["end"])
         # A run overlaps [lo, hi) when it starts before hi and its last hot sample is >= lo.
-        if start >= _us(hi) or end < _us(lo):
+        if start >= naive_to_us(hi) or end < naive_to_us(lo):
             continue
         member = {"cluster": run["cluster"], "nodepool": run["nodepool"], "node": run["node"]}
         label = f"{_SCOPES.get(run['scope'], run['scope'])} {member.get(run['scope']) or ''}"
@@ -392,7 +385,7 @@ def _sustained(
             f"(avg {run['utilization_avg'] * 100:.0f} %, max {run['utilization_max'] * 100:.0f} %)"
         )
         details = {"source": "capacity", **run}
-        out.append(_Entry(max(start, _us(lo)), "sustained", one_line(text), details))
+        out.append(_Entry(max(start, naive_to_us(lo)), "sustained", one_line(text), details))
     return out
 
 
@@ -409,7 +402,7 @@ def context(
     Naive datetimes are UTC. With `namespace`, namespaced facts of other namespaces are left
     out; nodes, capacity runs and facts without a namespace stay in.
     """
-    lo, hi = _naive_utc(start), _naive_utc(end)
+    lo, hi = to_naive_utc(start), to_naive_utc(end)
     if hi <= lo:
         return []
     entries = [

@@ -14,7 +14,7 @@ from analytics.incidents.metrics import breaches
 from analytics.readmodel.runner import last_errors, poisoned_counts, poisoned_events
 from analytics.storage.forecast import ALERT_RATIO, EXPAND_RATIO
 from analytics.storage.projection import LOOKBACK, forecasts
-from store.timefmt import format_us
+from store.timefmt import NAIVE_EPOCH, naive_iso
 
 #: The last, `projections`, only when a projection skipped events or is failing.
 SECTIONS: Final = (
@@ -27,14 +27,9 @@ LIST_MAX: Final = 100
 FINDING_SEVERITIES: Final = ("CRITICAL", "HIGH")
 #: Severities whose open incidents need attention even before a target is missed.
 URGENT_INCIDENTS: Final = ("P0", "P1")
-_EPOCH: Final = datetime(1970, 1, 1)
 _LATEST: Final = (
     "QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY ts DESC, position DESC) = 1"
 )
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return None if ts is None else format_us((ts - _EPOCH) // timedelta(microseconds=1))
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -88,7 +83,7 @@ def _nodes(con: duckdb.DuckDBPyConnection, now: datetime, max_age: timedelta) ->
             "zone": r["zone"],
             "instance_type": r["instance_type"],
             "reason": r["reason"],
-            "not_ready_since": _iso(r["since"]),
+            "not_ready_since": naive_iso(r["since"]),
             "not_ready_seconds": (now - r["since"]).total_seconds(),
         }
         for r in fresh
@@ -151,7 +146,7 @@ def _pods(
             "restarts_in_window": gained,
             "node": r["node"],
             "owner": r["owner"],
-            "status_at": _iso(r["ts"]),
+            "status_at": naive_iso(r["ts"]),
         }
 
     bad = [r for r in rows if _unhealthy(r)]
@@ -214,7 +209,7 @@ def _storage(con: duckdb.DuckDBPyConnection, now: datetime, max_age: timedelta) 
             continue
         keys: tuple[str, ...] = ("cluster", "namespace", "pvc", "used_ratio", "used_bytes")
         keys += ("capacity_bytes", "status", "days_to_90", "days_to_full", "eta_90")
-        items.append({k: f[k] for k in keys} | {"last_sample_at": _iso(lv["seen"])})
+        items.append({k: f[k] for k in keys} | {"last_sample_at": naive_iso(lv["seen"])})
     items.sort(key=lambda i: (-i["used_ratio"], i["cluster"], i["namespace"], i["pvc"]))
     full = sum(1 for i in items if i["used_ratio"] >= EXPAND_RATIO)
     alert, expand = round(ALERT_RATIO * 100), round(EXPAND_RATIO * 100)
@@ -257,8 +252,8 @@ def _findings(con: duckdb.DuckDBPyConnection, now: datetime, start: datetime) ->
             "resource": r["resource"],
             "namespace": r["namespace"],
             "cluster": r["cluster"],
-            "first_seen": _iso(r["born"]),
-            "last_seen": _iso(r["last_seen"]),
+            "first_seen": naive_iso(r["born"]),
+            "last_seen": naive_iso(r["last_seen"]),
         }
         for r in rows
     ]
@@ -288,7 +283,7 @@ def _incidents(con: duckdb.DuckDBPyConnection, now: datetime, start: datetime) -
     items = [
         r
         | {
-            k: _iso(r[k])
+            k: naive_iso(r[k])
             for k in ("opened_at", "acknowledged_at", "response_due_at", "resolution_due_at")
         }
         | {"open_seconds": (now - r["opened_at"]).total_seconds()}
@@ -298,7 +293,7 @@ def _incidents(con: duckdb.DuckDBPyConnection, now: datetime, start: datetime) -
         "SELECT count(*) FROM incidents WHERE opened_at >= ? AND opened_at < ?", [start, now]
     ).fetchone()
     # Every incident ever opened: an open breach can belong to one opened long ago.
-    judged = breaches(con, _EPOCH, now + timedelta(microseconds=1), now)
+    judged = breaches(con, NAIVE_EPOCH, now + timedelta(microseconds=1), now)
     open_breaches = [b for b in judged["items"] if b["open"]]
     by = Counter(i["severity"] for i in items)
     urgent = sum(by[s] for s in URGENT_INCIDENTS)
@@ -404,8 +399,8 @@ def digest(
         sections["projections"] = health
     attention = [name for name, s in sections.items() if s["status"] == "attention"]
     return {
-        "as_of": _iso(now),
-        "since": _iso(start),
+        "as_of": naive_iso(now),
+        "since": naive_iso(start),
         "window_seconds": since.total_seconds(),
         "status": "attention" if attention else "ok",
         "summary": f"attention: {', '.join(attention)}"

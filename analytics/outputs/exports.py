@@ -18,7 +18,7 @@ from analytics.outputs.datasets import DATASETS, Dataset
 from analytics.storage.projection import forecasts
 from store.ledger import Ledger, RecordedEvent
 from store.schema import DATA_JSON, events, series
-from store.timefmt import datetime_to_us
+from store.timefmt import naive_to_us
 
 #: Rows per record batch (and so per Parquet row group); tests lower it.
 BATCH_ROWS = 65_536
@@ -320,10 +320,6 @@ def read_model_rows(con: duckdb.DuckDBPyConnection, ds: Dataset, q: ExportQuery)
 # -- the ledger ------------------------------------------------------------------------------
 
 
-def _us(value: datetime | None) -> int | None:
-    return None if value is None else datetime_to_us(value.replace(tzinfo=UTC))
-
-
 def _filtered(stmt: Select[Any], q: ExportQuery, head: int) -> Select[Any]:
     """`stmt` narrowed as `Ledger.read` narrows it for `q`, up to `head`."""
     stmt = stmt.where(events.c.position <= head)
@@ -331,10 +327,10 @@ def _filtered(stmt: Select[Any], q: ExportQuery, head: int) -> Select[Any]:
         stmt = stmt.where(events.c.type.in_(list(q.types)))
     if q.cluster is not None:
         stmt = stmt.where(events.c.cluster == q.cluster)
-    if (since := _us(q.start)) is not None:
-        stmt = stmt.where(events.c.time >= since)
-    if (until := _us(q.end)) is not None:
-        stmt = stmt.where(events.c.time < until)
+    if q.start is not None:
+        stmt = stmt.where(events.c.time >= naive_to_us(q.start))
+    if q.end is not None:
+        stmt = stmt.where(events.c.time < naive_to_us(q.end))
     return stmt
 
 
@@ -421,7 +417,8 @@ def ledger_rows(ledger: Ledger, q: ExportQuery) -> Rows:
     # Events appended while the export runs are left out: the count holds for the whole read.
     head = ledger.head()
     size = measure_events(ledger, q, head)
-    since, until = _us(q.start), _us(q.end)
+    since = None if q.start is None else naive_to_us(q.start)
+    until = None if q.end is None else naive_to_us(q.end)
 
     def batches() -> Iterator[pa.RecordBatch]:
         after = 0

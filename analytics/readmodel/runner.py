@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final, Literal
 
 import duckdb
@@ -21,7 +21,7 @@ from analytics.readmodel.model import ReadModel
 from analytics.readmodel.projection import Projection, Settles
 from store.errors import error_chain
 from store.ledger import Ledger, RecordedEvent
-from store.timefmt import MAX_US, MIN_US, RANGE_TEXT, format_us, utc_now
+from store.timefmt import MAX_US, MIN_US, NAIVE_EPOCH, RANGE_TEXT, format_us, naive_iso, utc_now
 
 log = logging.getLogger("opsledger.projections")
 
@@ -68,7 +68,6 @@ ERROR_MAX_CHARS: Final = 500
 Progress = Callable[[str, int, int], None]
 Clock = Callable[[], datetime]
 Stage = Literal["read", "apply", "settle"]
-_EPOCH: Final = datetime(1970, 1, 1)
 
 # Failures that say nothing about the event being applied: the machine (files, disk, memory,
 # network), the read model's own state, or the SQL a projection runs. Skipping an event for
@@ -135,15 +134,10 @@ def outside_contract(ev: RecordedEvent) -> EventOutOfRange | None:
     return None
 
 
-def _iso(t: datetime) -> str:
-    """A naive UTC datetime of the read model in RFC 3339."""
-    return format_us((t - _EPOCH) // timedelta(microseconds=1))
-
-
 def _as_dict(record: PoisonedEvent | ProjectionError) -> dict[str, Any]:
     """A status record's fields, its time in RFC 3339."""
     out = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
-    out["at"] = _iso(record.at)
+    out["at"] = naive_iso(record.at)
     return out
 
 
@@ -229,7 +223,7 @@ def poisoned_events(
         "FROM projection_poisoned WHERE poisoned_at >= ? "
         f"WINDOW w AS (PARTITION BY name ORDER BY position DESC) {limit} "
         "ORDER BY name, position DESC",
-        [since or _EPOCH],
+        [since or NAIVE_EPOCH],
     ).fetchall()
     out: dict[str, list[PoisonedEvent]] = {}
     for name, *fields in rows:

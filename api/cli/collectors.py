@@ -93,7 +93,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Last run, last success, last error, events appended and lag of each collector."""
-    from api.routes.collectors import status_rows
+    from api.services.collectors import status_rows
     from store.collectors import states
 
     path = file or get_settings().collectors_file

@@ -62,7 +62,7 @@ def digest(
     new CRITICAL / HIGH findings, open incidents and SLA breaches, sustained CPU / memory."""
     # Imported here: the other commands need not pay for FastAPI and the forecasts.
     from analytics.outputs.digest import render_markdown
-    from api.routes.digest import PROJECTIONS, build, parse_since
+    from api.services.digest import PROJECTIONS, build, parse_since
 
     if format_ not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}", 2)

@@ -40,6 +40,7 @@ from analytics.outputs.exports import (
 from api.cli.common import delegate_raw, err, fail, ledger, server_file, time_option
 from store.keys import create_delegate_key, revoke_key
 from store.settings import get_settings
+from store.timefmt import us_to_naive
 
 PARTITIONS = ("none", "month")
 # The server's refusals as exit codes: bad input 2, not found 4 (as api/cli/common.py).
@@ -48,7 +49,7 @@ _EXIT_CODES = {404: 4, 413: 2, 422: 2}
 
 def _naive(name: str, value: str | None) -> datetime | None:
     us = time_option(name, value)
-    return None if us is None else datetime.fromtimestamp(us / 1e6, UTC).replace(tzinfo=None)
+    return None if us is None else us_to_naive(us)
 
 
 def _path(ds: Dataset, fmt: str, q: ExportQuery) -> str:

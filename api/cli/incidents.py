@@ -21,7 +21,7 @@ from store.contract import ContractError
 from store.errors import StreamVersionError
 from store.incident_state import SEVERITIES, IncidentState
 from store.settings import get_settings
-from store.timefmt import datetime_to_us, format_us
+from store.timefmt import datetime_to_us, format_us, us_to_naive
 
 incidents_app = typer.Typer(
     help="Incidents: open, acknowledge, mitigate, resolve, reopen; list, show, timeline.",
@@ -54,7 +54,7 @@ def _choice(option: str, value: str | None, choices: Sequence[str]) -> None:
 
 def _run(command: Callable[[], IncidentState]) -> None:
     """Run a command and print the incident; refusals exit 2 (bad input) or 3 (conflict)."""
-    from api.routes.incidents import state_body
+    from api.services.incidents import state_body
 
     try:
         st = command()
@@ -221,7 +221,7 @@ def _query(**params: Any) -> str:
 
 def _naive(name: str, value: str | None) -> datetime | None:
     us = time_option(name, value)
-    return None if us is None else datetime.fromtimestamp(us / 1e6, UTC).replace(tzinfo=None)
+    return None if us is None else us_to_naive(us)
 
 
 def _window(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
@@ -336,17 +336,18 @@ def timeline(
     ] = "markdown",
 ) -> None:
     """The post-mortem timeline: lifecycle, warnings, node changes, restarts, findings, hot runs."""
-    from fastapi.exceptions import RequestValidationError
-
     from analytics.incidents.timeline import render_markdown
-    from api.routes.incidents import _span, build_timeline
+    from api.services.incidents import build_timeline, parse_span
 
     if format_ not in ("markdown", "json"):
         raise fail("--format must be markdown or json", 2)
-    try:
-        lo, hi = _span("before", before), _span("after", after)
-    except RequestValidationError as exc:
-        raise fail(f"--{exc.errors()[0]['loc'][1]} {exc.errors()[0]['msg']}", 2) from None
+    spans = []
+    for name, value in (("before", before), ("after", after)):
+        try:
+            spans.append(parse_span(value))
+        except ValueError as exc:
+            raise fail(f"--{name} {exc}", 2) from None
+    lo, hi = spans
 
     def local(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
         try:

@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-import duckdb
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
-from analytics.outputs.digest import digest, render_markdown
+from analytics.outputs.digest import render_markdown
 from analytics.readmodel.model import ReadModel
 from api.deps import ProjectorDep, ReadKey, SettingsDep
 from api.params import text_matching
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse
-from store.timefmt import duration_seconds
+from api.services.digest import build, parse_since
 
 router = APIRouter(prefix="/v1/digest", tags=["digest"])
 SinceText = Annotated[str, text_matching(r"^[0-9]{1,6}[mhdw]$")]
-SINCE_MIN: Final = timedelta(minutes=5)
-SINCE_MAX: Final = timedelta(days=31)
-#: The read model's projections the digest reads (the CLI catches these up first).
-PROJECTIONS: Final = ("incidents", "cluster_events", "capacity", "storage")
-
-
-def parse_since(value: str) -> timedelta:
-    """A look-back like 90m, 24h, 7d or 2w, between 5 minutes and 31 days (ValueError else)."""
-    try:
-        span = timedelta(seconds=duration_seconds(value, "mhdw", digits=6))
-    except ValueError:
-        raise ValueError("must be a duration like 90m, 24h, 7d or 2w") from None
-    if not SINCE_MIN <= span <= SINCE_MAX:
-        raise ValueError("must be between 5m and 31d")
-    return span
-
-
-def build(con: duckdb.DuckDBPyConnection, since: timedelta, max_age_hours: float) -> dict[str, Any]:
-    """The digest as of now."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return digest(con, now, since, timedelta(hours=max_age_hours))
 
 
 def _build(model: ReadModel, since: timedelta, max_age_hours: float) -> dict[str, Any]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import duckdb
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -35,14 +34,11 @@ from api.params import (
 from api.routes.capacity import OnlyCluster, naive_utc, window
 from api.routes.events import bad_query
 from api.schemas import READ_MODEL_RESPONSES, ErrorResponse
+from api.services.incidents import build_timeline, parse_span, state_body
 from ingest import incidents as commands
 from store.incident_state import IncidentState
 from store.timefmt import (
-    datetime_to_us,
-    duration_seconds,
-    format_us,
     parse_rfc3339_us,
-    us_to_datetime,
 )
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -67,31 +63,6 @@ SpanText = Annotated[str, text_matching(_SPAN_PATTERN)]
 
 
 GroupBy = Annotated[str, text_matching(one_of_list(list(GROUPS), spaces=True))]
-
-
-def state_body(st: IncidentState) -> dict[str, Any]:
-    """An incident's folded state as the API shows it."""
-
-    def t(us: int | None) -> str | None:
-        return None if us is None else format_us(us)
-
-    return {
-        "incident_id": st.incident_id,
-        "title": st.title,
-        "severity": st.severity,
-        "severity_max": st.severity_max,
-        "cluster": st.cluster,
-        "namespace": st.namespace,
-        "service": st.service,
-        "status": st.status,
-        "opened_at": t(st.opened_us),
-        "acknowledged_at": t(st.acknowledged_us),
-        "mitigated_at": t(st.mitigated_us),
-        "resolved_at": t(st.resolved_us),
-        "reopens": st.reopens,
-        "postmortem_url": st.postmortem_url,
-        "version": st.version,
-    }
 
 
 def _version(if_match: str | None) -> int | None:
@@ -326,12 +297,9 @@ def get_incident(
 
 def _span(name: str, value: str) -> timedelta:
     try:
-        span = timedelta(seconds=duration_seconds(value, "smhd", digits=7))
-    except ValueError:
-        raise bad_query(name, "must be a duration like 30m, 2h or 1d") from None
-    if span > timedelta(days=7):
-        raise bad_query(name, "must be at most 7d")
-    return span
+        return parse_span(value)
+    except ValueError as exc:
+        raise bad_query(name, str(exc)) from None
 
 
 @router.get(
@@ -371,37 +339,3 @@ async def get_timeline(
             media_type="text/markdown; charset=utf-8",
         )
     return body
-
-
-def build_timeline(
-    con: duckdb.DuckDBPyConnection, incident_id: str, before: timedelta, after: timedelta
-) -> dict[str, Any]:
-    """The incident and its merged, time-ordered timeline entries."""
-    found = incident_reads.get_incident(con, incident_id)
-    if found is None:
-        raise commands.IncidentNotFound(f"no incident {incident_id!r} in the read model")
-    found.pop("events")
-    closed_us = (
-        parse_rfc3339_us(found["resolved_at"])
-        if found["resolved_at"]
-        else datetime_to_us(datetime.now(UTC))
-    )
-    start_us = parse_rfc3339_us(found["opened_at"]) - int(before.total_seconds() * 1e6)
-    end_us = closed_us + int(after.total_seconds() * 1e6)
-    entries = incident_reads.lifecycle_entries(con, incident_id)
-    entries += timeline.context(
-        con,
-        cluster=found["cluster"],
-        namespace=found["namespace"],
-        start=us_to_datetime(start_us).replace(tzinfo=None),
-        end=us_to_datetime(end_us).replace(tzinfo=None),
-    )
-    entries.sort(
-        key=lambda e: (parse_rfc3339_us(e["t"]), e["kind"] != "incident", e["kind"], e["summary"])
-    )
-    return {
-        "incident": found,
-        "from": format_us(start_us),
-        "to": format_us(end_us),
-        "entries": entries,
-    }
