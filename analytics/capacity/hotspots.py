@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final, NamedTuple
 
@@ -11,6 +10,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from analytics.readmodel.model import snapshot
 from analytics.thresholds import (
     HEADROOM_TARGET,
     SUSTAINED_MAX_GAP,
@@ -72,23 +72,6 @@ def _iso(ts: datetime) -> str:
 
 def _at(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
-
-
-@contextmanager
-def _snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """The block's queries see one state of the read model, as a single query would."""
-    # Outside a transaction every statement gets a new id, and a catch-up committing between two
-    # of them would mix two states; inside the caller's (the report's), BEGIN would fail and
-    # abort it, and its snapshot is already the one to read.
-    probe = "SELECT current_transaction_id()"
-    if con.execute(probe).fetchone() == con.execute(probe).fetchone():
-        yield
-        return
-    con.begin()
-    try:
-        yield
-    finally:
-        con.rollback()
 
 
 #: start and end (µs), avg, max and samples of a run.
@@ -208,7 +191,7 @@ def sustained(
     con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, cluster: str | None = None
 ) -> list[dict[str, Any]]:
     """Runs above 85 % CPU or memory utilisation lasting at least an hour, per member."""
-    with _snapshot(con):
+    with snapshot(con):
         runs = _node_runs(con, [start, end], cluster) + _scope_runs(con, [start, end], cluster)
     runs.sort(key=_order)
     return [

@@ -12,8 +12,8 @@ import duckdb
 from analytics.capacity.hotspots import sustained
 from analytics.incidents.metrics import breaches
 from analytics.readmodel.runner import last_errors, poisoned_counts, poisoned_events
-from analytics.storage.forecast import ALERT_RATIO, EXPAND_RATIO
 from analytics.storage.projection import LOOKBACK, forecasts
+from analytics.thresholds import STORAGE_ALERT, STORAGE_EXPAND, SUSTAINED_MIN, SUSTAINED_UTILIZATION
 from store.timefmt import NAIVE_EPOCH, naive_iso
 
 #: The last, `projections`, only when a projection skipped events or is failing.
@@ -30,6 +30,11 @@ URGENT_INCIDENTS: Final = ("P0", "P1")
 _LATEST: Final = (
     "QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY ts DESC, position DESC) = 1"
 )
+
+
+#: How the runbook's sustained rule reads in the digest's text.
+_HOT: Final = round(SUSTAINED_UTILIZATION * 100)
+_RUN: Final = f"{SUSTAINED_MIN.total_seconds() / 3600:g} h"
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -199,10 +204,10 @@ def _storage(con: duckdb.DuckDBPyConnection, now: datetime, max_age: timedelta) 
     levels = _rows(con, _PVC_LEVELS, [now - LOOKBACK, now])
     items, stale = [], 0
     for lv in levels:
-        if lv["used"] is None or not lv["cap"] or lv["used"] / lv["cap"] < ALERT_RATIO - _NEAR:
+        if lv["used"] is None or not lv["cap"] or lv["used"] / lv["cap"] < STORAGE_ALERT - _NEAR:
             continue
         (f,) = forecasts(con, now, cluster=lv["cluster"], namespace=lv["namespace"], pvc=lv["pvc"])
-        if f["used_ratio"] is None or f["used_ratio"] < ALERT_RATIO:
+        if f["used_ratio"] is None or f["used_ratio"] < STORAGE_ALERT:
             continue
         if lv["seen"] < now - max_age:
             stale += 1  # a volume deleted while full leaves its last samples behind
@@ -211,8 +216,8 @@ def _storage(con: duckdb.DuckDBPyConnection, now: datetime, max_age: timedelta) 
         keys += ("capacity_bytes", "status", "days_to_90", "days_to_full", "eta_90")
         items.append({k: f[k] for k in keys} | {"last_sample_at": naive_iso(lv["seen"])})
     items.sort(key=lambda i: (-i["used_ratio"], i["cluster"], i["namespace"], i["pvc"]))
-    full = sum(1 for i in items if i["used_ratio"] >= EXPAND_RATIO)
-    alert, expand = round(ALERT_RATIO * 100), round(EXPAND_RATIO * 100)
+    full = sum(1 for i in items if i["used_ratio"] >= STORAGE_EXPAND)
+    alert, expand = round(STORAGE_ALERT * 100), round(STORAGE_EXPAND * 100)
     if items:
         summary = f"{_plural(len(items), 'PVC')} over {alert} % ({full} over {expand} %)"
     else:
@@ -322,13 +327,13 @@ def _capacity(con: duckdb.DuckDBPyConnection, now: datetime, start: datetime) ->
     members = {(r["cluster"], r["scope"], r["nodepool"], r["node"], r["resource"]) for r in runs}
     if runs:
         summary = (
-            f"{_plural(len(runs), 'run')} above 85 % CPU or memory for 1 h or more "
+            f"{_plural(len(runs), 'run')} above {_HOT} % CPU or memory for {_RUN} or more "
             f"({_plural(len(members), 'member')}: "
             + ", ".join(sorted({_member(r) for r in runs}))
             + ")"
         )
     else:
-        summary = "no CPU or memory above 85 % for 1 h or more"
+        summary = f"no CPU or memory above {_HOT} % for {_RUN} or more"
     return _section(bool(runs), summary, sustained=runs[:LIST_MAX])
 
 
@@ -485,7 +490,7 @@ TABLES: Final = (
     (
         "storage",
         "pvcs",
-        "PVCs over 85 %",
+        f"PVCs over {round(STORAGE_ALERT * 100)} %",
         {
             "cluster": "cluster",
             "namespace": "namespace",
@@ -536,7 +541,7 @@ TABLES: Final = (
     (
         "capacity",
         "sustained",
-        "Above 85 % for an hour or more",
+        f"Above {_HOT} % for an hour or more",
         {
             "cluster": "cluster",
             "scope": "scope",

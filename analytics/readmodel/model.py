@@ -20,7 +20,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -382,3 +382,20 @@ class ReadModel:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+@contextlib.contextmanager
+def snapshot(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One read-only transaction: the block's queries see one state, as a single query would."""
+    # Outside a transaction every statement gets a new id, and a catch-up committing between two
+    # of them would mix two states; inside the caller's (the report's), BEGIN would fail and
+    # abort it, and its snapshot is already the one to read.
+    probe = "SELECT current_transaction_id()"
+    if con.execute(probe).fetchone() == con.execute(probe).fetchone():
+        yield con
+        return
+    con.begin()
+    try:
+        yield con
+    finally:
+        con.rollback()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,9 +29,6 @@ Method = Literal["auto", "predict_linear"]
 Status = Literal["critical", "warning", "forecast", "ok", "insufficient_data"]
 
 DAY_S = 86400.0
-#: The storage thresholds (analytics.thresholds) under the names analytics.outputs.digest uses.
-ALERT_RATIO: Final = STORAGE_ALERT
-EXPAND_RATIO: Final = STORAGE_EXPAND
 DEFAULT_PREDICT_LINEAR_WINDOW_S = 6 * 3600.0
 
 
