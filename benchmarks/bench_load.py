@@ -4,7 +4,7 @@ What it runs, per backend (SQLite, PostgreSQL or both, one after the other): a t
 OPSLEDGER_HOME, `opsledger db upgrade`, `opsledger demo` (a month of history, so that reads
 have data), a write, a read and a query key made with `opsledger keys create`, then the real
 server, `opsledger serve`, on a free 127.0.0.1 port in a subprocess. For PostgreSQL the
-script initdb's and starts its own PostgreSQL 15 on 127.0.0.1 (as tests/pg.py does), or uses
+script initdb's and starts its own PostgreSQL 15 on 127.0.0.1 (as tests/support/pg.py does), or uses
 `--pg-url`, on which it creates and later drops a database of its own. Then, for
 `--duration` seconds, from threads of this process, each with its own keep-alive
 `httpx.Client` (closed loop: a client sends its next request when the previous one answers):

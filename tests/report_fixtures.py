@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payloads import cloudevent, sample
+from support.payloads import cloudevent, sample
 
 from analytics.readmodel.model import ReadModel
 from analytics.readmodel.registry import default_projections
@@ -25,6 +25,39 @@ MONTH = "2026-10"
 #: Half of September too, so the report has a previous month to compare incidents with.
 DEMO_SINCE = dt.date(2026, 9, 15)
 DEMO_NOW = "2026-11-01T00:00:00Z"
+#: The report's sections and charts, by element id (the report and browser tests look for each).
+SECTIONS = (
+    "summary",
+    "utilisation",
+    "namespaces",
+    "sustained",
+    "counts",
+    "headroom",
+    "storage",
+    "findings",
+    "incidents",
+    "cost",
+    "method",
+)
+CHARTS = (
+    "cluster-0-cpu",
+    "cluster-0-memory",
+    "pools-0-cpu",
+    "pools-0-memory",
+    "ns-0-cpu-commitment",
+    "ns-0-cpu-utilization",
+    "ns-0-memory-commitment",
+    "ns-0-memory-utilization",
+    "sustained-0",
+    "nodes-0",
+    "pods-0",
+    "headroom-0-0",
+    "pvc-0",
+    "findings",
+    "mtta-by-severity",
+    "mttr-by-severity",
+    "cost",
+)
 CLUSTER = "prod-eks-1"
 
 

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,34 +12,32 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
-from payloads import OPSLEDGER, cloudevent, sample
+from support.beds import Bed, bed_settings, make_bed
+from support.capacity import (
+    CORRECTED,
+    GIB,
+    NODES,
+    STEPS,
+    T0,
+    correction_event,
+    node_cpu,
+    node_mem,
+    ns_cpu,
+    ns_cpu_requests,
+    ns_pods,
+    rfc,
+    samples_events,
+)
+from support.cli import OPSLEDGER
+from support.servers import announce_file, serve_in_thread
 
 from analytics.capacity.projection import CapacityProjection
 from api.app import create_app
 from store.keys import create_key, list_keys
-from store.ledger import Ledger
-from store.migrate import upgrade
 from store.settings import Settings
 
 BATCH = "application/cloudevents-batch+json"
-SOURCE = "//opsledger.test/capacity"
-T0 = datetime(2026, 10, 14, tzinfo=UTC)
-STEPS = 36  # three hours of five-minute timestamps
-GIB = 2**30
-# cluster -> node -> (node pool, cpu allocatable, memory allocatable)
-NODES: dict[str, dict[str, tuple[str, float, float]]] = {
-    "c1": {
-        "n1": ("general", 4.0, 16 * GIB),
-        "n2": ("general", 8.0, 32 * GIB),
-        "n3": ("memory", 16.0, 128 * GIB),
-    },
-    "c2": {"m1": ("general", 2.0, 8 * GIB)},
-}
-NAMESPACES: dict[str, tuple[str, ...]] = {"c1": ("web", "db"), "c2": ("web",)}
-# A second, later sample of one series at one timestamp: the later ledger position wins.
-CORRECTED = ("c1", "n1", 5, 3.9)
 POINT_FIELDS = (
     "usage_avg",
     "usage_p95",
@@ -54,94 +48,6 @@ POINT_FIELDS = (
     "utilization_p95",
     "commitment_avg",
 )
-
-
-def ts(i: int) -> datetime:
-    return T0 + timedelta(minutes=5 * i)
-
-
-def rfc(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# -- the hand-made cluster: every value is a function of (cluster, member, step) -------------
-
-
-def node_cpu(cluster: str, node: str, i: int) -> float:
-    if (cluster, node, i) == CORRECTED[:3]:
-        return CORRECTED[3]
-    base = {"n1": 1.0, "n2": 2.0, "n3": 4.0, "m1": 0.5}[node]
-    return base + 0.05 * i + 0.25 * (i % 4)
-
-
-def node_mem(node: str, i: int) -> float:
-    return {"n1": 6.0, "n2": 20.0, "n3": 90.0, "m1": 3.0}[node] * GIB + (i % 5) * 0.25 * GIB
-
-
-def ns_cpu(ns: str, i: int) -> float:
-    return {"web": 3.0, "db": 5.0}[ns] + 0.1 * (i % 7)
-
-
-def ns_cpu_requests(ns: str, i: int) -> float:
-    return {"web": 6.0, "db": 10.0}[ns] + (i // 12)  # changes every hour
-
-
-def ns_pods(ns: str, i: int) -> int:
-    return {"web": 12, "db": 5}[ns] + i % 3
-
-
-def samples_events() -> list[dict[str, Any]]:
-    """One event per cluster and hour, with the node and namespace samples of that hour."""
-    out = []
-    for cluster, nodes in NODES.items():
-        for hour in range(STEPS // 12):
-            batch = []
-            for i in range(hour * 12, hour * 12 + 12):
-                t = rfc(ts(i))
-                for node, (pool, cpu_a, mem_a) in nodes.items():
-                    labels = {"node": node, "nodepool": pool, "zone": "us-gov-west-1a"}
-                    # The value before correction is recorded first (lower position).
-                    cpu = node_cpu(cluster, node, i) if (cluster, node, i) != CORRECTED[:3] else 0.1
-                    batch += [
-                        sample("node_cpu_usage_cores", labels, t, cpu),
-                        sample("node_cpu_allocatable_cores", labels, t, cpu_a),
-                        sample("node_memory_usage_bytes", labels, t, node_mem(node, i)),
-                        sample("node_memory_allocatable_bytes", labels, t, mem_a),
-                    ]
-                for ns in NAMESPACES[cluster]:
-                    labels = {"namespace": ns}
-                    batch += [
-                        sample("namespace_cpu_usage_cores", labels, t, ns_cpu(ns, i)),
-                        sample("namespace_cpu_requests_cores", labels, t, ns_cpu_requests(ns, i)),
-                        sample("namespace_memory_usage_bytes", labels, t, 2.0 * GIB),
-                        sample("namespace_memory_requests_bytes", labels, t, 4.0 * GIB),
-                        sample("namespace_pod_count", labels, t, ns_pods(ns, i)),
-                    ]
-            out.append(
-                cloudevent(
-                    "opsledger.metric.samples",
-                    {"samples": batch},
-                    id=f"{cluster}-h{hour}",
-                    source=SOURCE,
-                    cluster=cluster,
-                    time=rfc(ts(hour * 12 + 11)),
-                )
-            )
-    return out
-
-
-def correction_event() -> dict[str, Any]:
-    cluster, node, i, value = CORRECTED
-    pool = NODES[cluster][node][0]
-    labels = {"node": node, "nodepool": pool, "zone": "us-gov-west-1a"}
-    return cloudevent(
-        "opsledger.metric.samples",
-        {"samples": [sample("node_cpu_usage_cores", labels, rfc(ts(i)), value)]},
-        id="c1-correction",
-        source=SOURCE,
-        cluster=cluster,
-        time=rfc(ts(i)),
-    )
 
 
 def hourly(values: list[float]) -> list[list[float]]:
@@ -155,34 +61,22 @@ def p95(values: list[float]) -> float:
 # -- the test bed ----------------------------------------------------------------------------
 
 
-@dataclass
-class Bed:
-    client: TestClient
-    ledger: Ledger
-    tokens: dict[str, str]
+def trends(bed: Bed, key_scope: str = "read", **params: Any) -> httpx.Response:
+    """GET /v1/capacity/trends with a key of `key_scope`."""
+    return bed.client.get("/v1/capacity/trends", params=params, headers=bed.headers(key_scope))
 
-    def auth(self, scope: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[scope]}"}
 
-    def trends(self, key_scope: str = "read", **params: Any) -> httpx.Response:
-        """GET /v1/capacity/trends with a key of `key_scope`."""
-        return self.client.get("/v1/capacity/trends", params=params, headers=self.auth(key_scope))
-
-    def series(self, **params: Any) -> list[dict[str, Any]]:
-        params = {"from": rfc(T0), "to": rfc(T0 + timedelta(days=1)), **params}
-        r = self.trends(**params)
-        assert r.status_code == 200, r.text
-        return r.json()["series"]
+def series_of(bed: Bed, **params: Any) -> list[dict[str, Any]]:
+    params = {"from": rfc(T0), "to": rfc(T0 + timedelta(days=1)), **params}
+    r = trends(bed, **params)
+    assert r.status_code == 200, r.text
+    return r.json()["series"]
 
 
 def settings_for(tmp_path: Path) -> Settings:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    return Settings(
-        database_url=url,
-        home=tmp_path,
-        read_model_path=tmp_path / "rm.duckdb",
-        projection_interval_seconds=3600,
+    """A bed's settings whose read model only moves on ingest and explicit catch-ups."""
+    return bed_settings(
+        tmp_path, read_model_path=tmp_path / "rm.duckdb", projection_interval_seconds=3600
     )
 
 
@@ -192,35 +86,16 @@ def capacity(states: list[dict[str, Any]]) -> dict[str, Any]:
     return state
 
 
-def wait_for_lag_0(get: Any, head: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Poll GET /v1/projections until every projection has folded in `head`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        r = get()
-        assert r.status_code == 200, r.text
-        states = r.json()["projections"]
-        if states and all(s["lag"] == 0 and s["head"] >= head for s in states):
-            return states
-        assert time.monotonic() < deadline, f"projections still behind: {states}"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     """The app with its projector, the samples posted and projected (lag 0)."""
-    settings = settings_for(tmp_path_factory.mktemp("capacity"))
-    app = create_app(settings)
-    ledger: Ledger = app.state.ledger
-    tokens = {s: create_key(ledger.engine, f"test-{s}", s)[1] for s in ("read", "write", "admin")}
-    with TestClient(app) as client:
-        b = Bed(client, ledger, tokens)
+    tmp = tmp_path_factory.mktemp("capacity")
+    with make_bed(tmp, read_model_path=tmp / "rm.duckdb", projection_interval_seconds=3600) as b:
         for body in (samples_events(), [correction_event()]):
-            r = client.post(
-                "/v1/events", json=body, headers={**b.auth("write"), "Content-Type": BATCH}
-            )
+            r = b.client.post("/v1/events", json=body, headers=b.headers("write", BATCH))
             assert r.status_code == 200, r.text
         head = r.json()["last_position"]
-        states = wait_for_lag_0(lambda: client.get("/v1/projections", headers=b.auth("read")), head)
+        states = b.wait_caught_up(head)
         assert capacity(states)["position"] == head == 7
         yield b
 
@@ -229,7 +104,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
 
 
 def test_hourly_cluster_cpu_usage_is_the_mean_of_per_timestamp_sums(bed: Bed) -> None:
-    (series,) = bed.series(metric="cpu", scope="cluster", step="1h", cluster="c1")
+    (series,) = series_of(bed, metric="cpu", scope="cluster", step="1h", cluster="c1")
     assert series["key"] == {"cluster": "c1"}
     sums = [sum(node_cpu("c1", n, i) for n in NODES["c1"]) for i in range(STEPS)]
     alloc = sum(a for _, a, _ in NODES["c1"].values())
@@ -246,16 +121,16 @@ def test_hourly_cluster_cpu_usage_is_the_mean_of_per_timestamp_sums(bed: Bed) ->
         assert point["utilization_avg"] == pytest.approx(sum(hour) / 12 / alloc)
         assert point["utilization_p95"] == pytest.approx(p95([u / alloc for u in hour]))
     # n1 at 00:25Z was sampled twice: 0.1, then 3.9 in a later event. The later one counts.
-    n1 = bed.series(metric="cpu", scope="node", step="1h", cluster="c1")[0]
+    n1 = series_of(bed, metric="cpu", scope="node", step="1h", cluster="c1")[0]
     assert n1["key"]["node"] == "n1"
     assert n1["points"][0]["usage_max"] == CORRECTED[3]
-    (daily,) = bed.series(metric="cpu", scope="cluster", step="1d", cluster="c1")
+    (daily,) = series_of(bed, metric="cpu", scope="cluster", step="1d", cluster="c1")
     assert [p["t"] for p in daily["points"]] == ["2026-10-14T00:00:00Z"]
     assert daily["points"][0]["usage_avg"] == pytest.approx(sum(sums) / STEPS)
 
 
 def test_nodepool_utilization_sums_members_before_the_ratio(bed: Bed) -> None:
-    series = bed.series(metric="cpu", scope="nodepool", step="1h", cluster="c1")
+    series = series_of(bed, metric="cpu", scope="nodepool", step="1h", cluster="c1")
     assert [s["key"] for s in series] == [
         {"cluster": "c1", "nodepool": "general"},
         {"cluster": "c1", "nodepool": "memory"},
@@ -279,7 +154,7 @@ def test_nodepool_utilization_sums_members_before_the_ratio(bed: Bed) -> None:
 
 
 def test_namespace_commitment_is_requests_over_cluster_allocatable(bed: Bed) -> None:
-    series = bed.series(metric="cpu", scope="namespace", step="1h", cluster="c1")
+    series = series_of(bed, metric="cpu", scope="namespace", step="1h", cluster="c1")
     assert [s["key"] for s in series] == [
         {"cluster": "c1", "namespace": "db"},
         {"cluster": "c1", "namespace": "web"},
@@ -296,22 +171,22 @@ def test_namespace_commitment_is_requests_over_cluster_allocatable(bed: Bed) -> 
             assert point["usage_avg"] == pytest.approx(sum(usage) / 12)
             assert point["utilization_avg"] == pytest.approx(sum(usage) / 12 / alloc)
     # The cluster's commitment sums the namespaces' requests.
-    (cluster,) = bed.series(metric="cpu", scope="cluster", step="1h", cluster="c1")
+    (cluster,) = series_of(bed, metric="cpu", scope="cluster", step="1h", cluster="c1")
     assert cluster["points"][2]["commitment_avg"] == pytest.approx((6 + 2 + 10 + 2) / alloc)
 
 
 def test_counts_pods_and_nodes(bed: Bed) -> None:
-    (pods,) = bed.series(metric="pods", scope="cluster", step="1h", cluster="c1")
+    (pods,) = series_of(bed, metric="pods", scope="cluster", step="1h", cluster="c1")
     assert pods["points"][0]["usage_max"] == max(
         ns_pods("web", i) + ns_pods("db", i) for i in range(12)
     )
-    (nodes,) = bed.series(metric="nodes", scope="cluster", step="1d", cluster="c1")
+    (nodes,) = series_of(bed, metric="nodes", scope="cluster", step="1d", cluster="c1")
     assert nodes["points"][0]["usage_avg"] == 3
-    pools = bed.series(metric="nodes", scope="nodepool", step="1d", cluster="c1")
+    pools = series_of(bed, metric="nodes", scope="nodepool", step="1d", cluster="c1")
     assert [s["points"][0]["usage_avg"] for s in pools] == [2, 1]
     # No per-node or per-pool pod counts, no per-namespace node counts: empty, not an error.
     for metric, scope in (("pods", "node"), ("pods", "nodepool"), ("nodes", "namespace")):
-        assert bed.series(metric=metric, scope=scope, step="1h") == []
+        assert series_of(bed, metric=metric, scope=scope, step="1h") == []
 
 
 # -- shape -----------------------------------------------------------------------------------
@@ -341,7 +216,7 @@ def test_counts_pods_and_nodes(bed: Bed) -> None:
 def test_shape_per_scope(
     bed: Bed, metric: str, scope: str, key: set[str], null_fields: set[str]
 ) -> None:
-    series = bed.series(metric=metric, scope=scope, step="1h")
+    series = series_of(bed, metric=metric, scope=scope, step="1h")
     assert series
     for s in series:
         assert set(s["key"]) == key
@@ -353,7 +228,7 @@ def test_shape_per_scope(
 
 
 def test_node_series(bed: Bed) -> None:
-    series = bed.series(metric="memory", scope="node", step="1d")
+    series = series_of(bed, metric="memory", scope="node", step="1d")
     assert [s["key"] for s in series] == [
         {"cluster": "c1", "nodepool": "general", "node": "n1"},
         {"cluster": "c1", "nodepool": "general", "node": "n2"},
@@ -369,7 +244,7 @@ def test_node_series(bed: Bed) -> None:
 
 def test_from_to_is_half_open_on_the_bucket_start(bed: Bed) -> None:
     def starts(**window: str) -> list[str]:
-        (s,) = bed.series(metric="cpu", scope="cluster", step="1h", cluster="c1", **window)
+        (s,) = series_of(bed, metric="cpu", scope="cluster", step="1h", cluster="c1", **window)
         return [p["t"] for p in s["points"]]
 
     assert starts(**{"from": "2026-10-14T01:00:00Z", "to": "2026-10-14T02:00:00Z"}) == [
@@ -385,33 +260,33 @@ def test_from_to_is_half_open_on_the_bucket_start(bed: Bed) -> None:
         "2026-10-14T02:00:00Z",
     ]
     # The last bucket starts at 02:00Z: nothing starts at or after 03:00Z.
-    assert bed.series(**{"from": "2026-10-14T03:00:00Z"}) == []
+    assert series_of(bed, **{"from": "2026-10-14T03:00:00Z"}) == []
 
 
 def test_cluster_filter(bed: Bed) -> None:
-    assert [s["key"] for s in bed.series(scope="cluster", step="1h")] == [
+    assert [s["key"] for s in series_of(bed, scope="cluster", step="1h")] == [
         {"cluster": "c1"},
         {"cluster": "c2"},
     ]
-    (c2,) = bed.series(scope="cluster", step="1h", cluster="c2")
+    (c2,) = series_of(bed, scope="cluster", step="1h", cluster="c2")
     assert c2["key"] == {"cluster": "c2"}
     assert c2["points"][0]["usage_avg"] == pytest.approx(
         sum(node_cpu("c2", "m1", i) for i in range(12)) / 12
     )
-    assert bed.series(scope="cluster", step="1h", cluster="nope") == []
+    assert series_of(bed, scope="cluster", step="1h", cluster="nope") == []
 
 
 def test_defaults_are_cpu_cluster_daily_over_the_last_30_days(bed: Bed) -> None:
     if datetime.now(UTC) < T0 + timedelta(days=31):
         pytest.skip("the test data lies within the last 30 days")
-    r = bed.trends()
+    r = trends(bed)
     assert r.status_code == 200, r.text
     assert r.json() == {"series": []}
     for to, days in (
         ("2026-11-13T00:00:00Z", ["2026-10-14T00:00:00Z"]),
         ("2026-11-14T00:00:00Z", []),
     ):
-        r = bed.trends(cluster="c1", to=to)
+        r = trends(bed, cluster="c1", to=to)
         assert r.status_code == 200, r.text
         assert [p["t"] for s in r.json()["series"] for p in s["points"]] == days
 
@@ -433,7 +308,7 @@ def test_defaults_are_cpu_cluster_daily_over_the_last_30_days(bed: Bed) -> None:
 def test_bad_parameters_are_422_naming_the_field(
     bed: Bed, params: dict[str, str], field: str
 ) -> None:
-    r = bed.trends(**params)
+    r = trends(bed, **params)
     assert r.status_code == 422, r.text
     body = r.json()
     assert [e["field"] for e in body["errors"]] == [field], body
@@ -444,22 +319,22 @@ def test_bad_parameters_are_422_naming_the_field(
 
 def test_keys_and_scopes(bed: Bed) -> None:
     c = bed.client
-    assert bed.trends("read").status_code == 200
+    assert trends(bed, "read").status_code == 200
     assert c.get("/v1/capacity/trends").status_code == 401
     assert c.get("/v1/projections").status_code == 401
     bogus = {"Authorization": "Bearer olk_nope"}
     assert c.get("/v1/capacity/trends", headers=bogus).status_code == 401
-    assert c.get("/v1/projections", headers=bed.auth("read")).status_code == 200
+    assert c.get("/v1/projections", headers=bed.headers("read")).status_code == 200
     for path in ("/v1/projections/catch-up", "/v1/projections/rebuild"):
         assert c.post(path).status_code == 401
         for scope in ("read", "write"):
-            r = c.post(path, headers=bed.auth(scope))
+            r = c.post(path, headers=bed.headers(scope))
             assert r.status_code == 403, r.text
             assert "'admin' scope" in r.json()["detail"]
 
 
 def test_catch_up_with_admin(bed: Bed) -> None:
-    r = bed.client.post("/v1/projections/catch-up", headers=bed.auth("admin"))
+    r = bed.client.post("/v1/projections/catch-up", headers=bed.headers("admin"))
     assert r.status_code == 200, r.text
     states = r.json()["projections"]
     assert capacity(states) == {
@@ -494,15 +369,15 @@ def test_rebuild_replays_to_identical_values(bed: Bed) -> None:
         for s in ("cluster", "nodepool", "node", "namespace")
         for st in ("1h", "1d")
     ]
-    before = flat([bed.series(**q) for q in queries])
+    before = flat([series_of(bed, **q) for q in queries])
     assert len(before) > 500
     for params in ({"name": "capacity"}, {}):
-        r = bed.client.post("/v1/projections/rebuild", params=params, headers=bed.auth("admin"))
+        r = bed.client.post("/v1/projections/rebuild", params=params, headers=bed.headers("admin"))
         assert r.status_code == 200, r.text
         states = r.json()["projections"]
         assert all(s["lag"] == 0 for s in states), states
         assert capacity(states)["position"] == 7
-        after = flat([bed.series(**q) for q in queries])
+        after = flat([series_of(bed, **q) for q in queries])
         assert [where for where, _ in after] == [where for where, _ in before]
         # DuckDB sums doubles in no fixed order: a replay may differ in the last bit or two.
         assert [v for _, v in after] == pytest.approx([v for _, v in before], rel=1e-12)
@@ -510,7 +385,9 @@ def test_rebuild_replays_to_identical_values(bed: Bed) -> None:
 
 def test_rebuild_of_an_unknown_projection_is_422(bed: Bed) -> None:
     r = bed.client.post(
-        "/v1/projections/rebuild", params={"name": ["capacity", "bogus"]}, headers=bed.auth("admin")
+        "/v1/projections/rebuild",
+        params={"name": ["capacity", "bogus"]},
+        headers=bed.headers("admin"),
     )
     assert r.status_code == 422, r.text
     assert [e["field"] for e in r.json()["errors"]] == ["query.name"]
@@ -531,45 +408,15 @@ def test_503_without_the_read_model(tmp_path: Path) -> None:
 # -- the CLI while a server holds the read model ---------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def announce_file(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where `opsledger serve` announces itself for these settings (as api/cli/app.py names it)."""
-    from store.settings import get_settings
-
-    monkeypatch.setenv("OPSLEDGER_DATABASE_URL", str(settings.database_url))
-    monkeypatch.setenv("OPSLEDGER_READ_MODEL_PATH", str(settings.read_model))
-    get_settings.cache_clear()
-    try:
-        return get_settings().server_file
-    finally:
-        get_settings.cache_clear()
-
-
+@pytest.mark.slow
 def test_cli_delegates_to_the_server_holding_the_read_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings_for(tmp_path)
     app = create_app(settings)
     engine = app.state.ledger.engine
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     announce = announce_file(settings, monkeypatch)
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{port}"
-        announce.write_text(f'{{"url": "{url}", "pid": {os.getpid()}}}')
+    with serve_in_thread(app, announce=announce) as url:
         _, write = create_key(engine, "w", "write")
         r = httpx.post(
             url + "/v1/events",
@@ -615,8 +462,3 @@ def test_cli_delegates_to_the_server_holding_the_read_model(
         proc = cli("projections", "status")
         assert proc.returncode == 1, proc.stdout
         assert "no server announced itself" in proc.stderr
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        announce.unlink(missing_ok=True)
-    assert not thread.is_alive()

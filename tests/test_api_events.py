@@ -10,17 +10,15 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from payloads import (
+from support.beds import Bed, http_routes, make_bed
+from support.payloads import (
     CLUSTER,
     SOURCE,
-    Bed,
     clone,
     cost_daily,
-    http_routes,
     incident_milestone,
     incident_opened,
     k8s_event,
-    make_bed,
     metric_samples,
     node_status,
     pod_status,
@@ -48,7 +46,7 @@ def post_raw(bed: Bed, body: Any, content_type: str | None) -> Any:
 
 
 def all_events(bed: Bed, **params: Any) -> list[dict[str, Any]]:
-    r = bed.get(limit=1000, **params)
+    r = bed.get_events(limit=1000, **params)
     assert r.status_code == 200, r.text
     return r.json()["events"]
 
@@ -297,7 +295,7 @@ def test_paging_with_after_limit_and_next_after(seven: Bed) -> None:
     after = 0
     pages = []
     while True:
-        r = seven.get(after=after, limit=3)
+        r = seven.get_events(after=after, limit=3)
         assert r.status_code == 200, r.text
         page = r.json()
         pages.append(ids(page["events"]))
@@ -309,9 +307,9 @@ def test_paging_with_after_limit_and_next_after(seven: Bed) -> None:
         after = page["next_after"]
     assert pages == [["e1", "e2", "e3"], ["e4", "e5", "e6"], ["e7"], []]
     assert seen == [f"e{i}" for i in range(1, 8)]
-    assert ids(seven.get().json()["events"]) == seen  # default limit covers all 7
-    assert seven.get(after=7).json() == {"events": [], "next_after": 7}
-    assert seven.get(after=100).json() == {"events": [], "next_after": 100}
+    assert ids(seven.get_events().json()["events"]) == seen  # default limit covers all 7
+    assert seven.get_events(after=7).json() == {"events": [], "next_after": 7}
+    assert seven.get_events(after=100).json() == {"events": [], "next_after": 100}
 
 
 def test_filter_by_type_repeat_and_comma_forms(seven: Bed) -> None:
@@ -349,11 +347,11 @@ def test_since_until_are_half_open(seven: Bed) -> None:
 
 def test_filters_combine_with_paging(seven: Bed) -> None:
     pod = "opsledger.k8s.pod.status"
-    r = seven.get(type=pod, limit=1)
+    r = seven.get_events(type=pod, limit=1)
     assert ids(r.json()["events"]) == ["e2"] and r.json()["next_after"] == 2
-    r = seven.get(type=pod, limit=1, after=2)
+    r = seven.get_events(type=pod, limit=1, after=2)
     assert ids(r.json()["events"]) == ["e5"] and r.json()["next_after"] == 5
-    r = seven.get(type=pod, cluster="dr-eks-2", since="2026-10-02T00:00:00Z")
+    r = seven.get_events(type=pod, cluster="dr-eks-2", since="2026-10-02T00:00:00Z")
     assert ids(r.json()["events"]) == ["e5"]
 
 
@@ -361,11 +359,11 @@ def test_default_limit_respects_a_small_max_page_size(tmp_path: Path) -> None:
     """A client that sends no `limit` must not be refused for the server's own default."""
     with make_bed(tmp_path, max_page_size=2) as small:
         post_raw(small, [pod_status("p1"), pod_status("p2"), pod_status("p3")], BATCH)
-        r = small.get()
+        r = small.get_events()
         assert r.status_code == 200, r.text
         assert ids(r.json()["events"]) == ["p1", "p2"]
         assert r.json()["next_after"] == 2
-        assert small.get(limit=3).status_code == 422
+        assert small.get_events(limit=3).status_code == 422
 
 
 # -- health and OpenAPI --------------------------------------------------------------------

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
+from support.beds import Bed, make_bed
 
-from api.app import create_app
 from store.contract import batch_from_columns, samples_event
-from store.keys import create_key
-from store.ledger import Ledger
-from store.migrate import upgrade
-from store.settings import Settings
 
 CLUSTER = "c1"
 STEP = 300  # seconds between samples
@@ -26,56 +20,20 @@ T0 = int(datetime(2026, 9, 1, tzinfo=UTC).timestamp())
 DAY = 86_400
 
 
-@dataclass
-class Bed:
-    """A ledger, a served app with its projector, and a read key."""
-
-    ledger: Ledger
-    client: TestClient
-    headers: dict[str, str]
-    admin: dict[str, str]
-
-    def add(self, event_id: str, series: list[tuple[str, dict[str, str]]], cols: list[Any]) -> None:
-        """Append one samples event from (series index, ts seconds, value) columns."""
-        sidx, ts, values = (np.asarray(c) for c in cols)
-        batch = batch_from_columns(series, sidx, (ts * 1_000_000).astype(np.int64), values)
-        self.ledger.append(
-            [samples_event("test/samples", event_id, int(ts.min()) * 10**6, CLUSTER, batch)]
-        )
-
-    def caught_up(self) -> None:
-        """Catch the read model up and wait until it reports no lag."""
-        admin = self.client.post("/v1/projections/catch-up", headers=self.admin)
-        assert admin.status_code == 200, admin.text
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            states = self.client.get("/v1/projections", headers=self.headers).json()
-            if all(s["lag"] == 0 for s in states["projections"]):
-                return
-            time.sleep(0.05)
-        raise AssertionError("projections did not catch up")
+def add(bed: Bed, event_id: str, series: list[tuple[str, dict[str, str]]], cols: list[Any]) -> None:
+    """Append one samples event from (series index, ts seconds, value) columns."""
+    sidx, ts, values = (np.asarray(c) for c in cols)
+    batch = batch_from_columns(series, sidx, (ts * 1_000_000).astype(np.int64), values)
+    bed.ledger.append(
+        [samples_event("test/samples", event_id, int(ts.min()) * 10**6, CLUSTER, batch)]
+    )
 
 
 @pytest.fixture
 def bed(tmp_path: Path) -> Iterator[Bed]:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    ledger = Ledger.from_url(url)
-    settings = Settings(
-        database_url=url,
-        read_model_path=tmp_path / "rm.duckdb",
-        projection_interval_seconds=3600,
-    )
-    _, read = create_key(ledger.engine, "r", "read")
-    _, admin = create_key(ledger.engine, "a", "admin")
-    with TestClient(create_app(settings, ledger=ledger)) as client:
-        yield Bed(
-            ledger,
-            client,
-            {"Authorization": f"Bearer {read}"},
-            {"Authorization": f"Bearer {admin}"},
-        )
-    ledger.engine.dispose()
+    """A ledger, the app with its projector (catching up only when told), keys."""
+    with make_bed(tmp_path, projection_interval_seconds=3600) as b:
+        yield b
 
 
 def node_series(node: str, pool: str) -> list[tuple[str, dict[str, str]]]:
@@ -92,7 +50,7 @@ def utilisation_run(bed: Bed, event_id: str, start: int, profile: list[float]) -
         np.concatenate([ts, ts]),
         np.concatenate([np.array(profile) * 10.0, np.full(n, 10.0)]),
     ]
-    bed.add(event_id, node_series("n1", "p1"), cols)
+    add(bed, event_id, node_series("n1", "p1"), cols)
 
 
 def test_sustained_runs_need_an_hour_above_85_and_break_on_gaps(bed: Bed) -> None:
@@ -106,7 +64,7 @@ def test_sustained_runs_need_an_hour_above_85_and_break_on_gaps(bed: Bed) -> Non
     r = bed.client.get(
         "/v1/capacity/sustained",
         params={"from": "2026-09-01T00:00:00Z", "to": "2026-09-03T00:00:00Z"},
-        headers=bed.headers,
+        headers=bed.headers("read"),
     )
     assert r.status_code == 200, r.text
     runs = r.json()["runs"]
@@ -121,7 +79,7 @@ def test_sustained_runs_need_an_hour_above_85_and_break_on_gaps(bed: Bed) -> Non
     empty = bed.client.get(
         "/v1/capacity/sustained",
         params={"from": "2026-09-02T00:00:00Z", "to": "2026-09-03T00:00:00Z"},
-        headers=bed.headers,
+        headers=bed.headers("read"),
     )
     assert empty.json()["runs"] == []
 
@@ -136,7 +94,7 @@ def test_growth_compares_month_averages(bed: Bed) -> None:
     r = bed.client.get(
         "/v1/capacity/growth",
         params={"month": "2026-10", "metric": "cpu", "scope": "nodepool"},
-        headers=bed.headers,
+        headers=bed.headers("read"),
     )
     assert r.status_code == 200, r.text
     [item] = r.json()["items"]
@@ -145,7 +103,9 @@ def test_growth_compares_month_averages(bed: Bed) -> None:
     assert item["usage"]["previous_month"] == pytest.approx(2.0)
     assert item["usage"]["growth"] == pytest.approx(0.5)
     assert item["allocatable"]["growth"] == pytest.approx(0.0)
-    bad = bed.client.get("/v1/capacity/growth", params={"month": "2026-13"}, headers=bed.headers)
+    bad = bed.client.get(
+        "/v1/capacity/growth", params={"month": "2026-13"}, headers=bed.headers("read")
+    )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.month"
 
 
@@ -160,10 +120,12 @@ def test_headroom_extrapolates_the_daily_trend(bed: Bed) -> None:
             np.tile(ts, 4),
             np.repeat([used, 10.0, used, 10.0], 3),
         ]
-        bed.add(f"h{day}", labels, cols)
+        add(bed, f"h{day}", labels, cols)
     bed.caught_up()
     r = bed.client.get(
-        "/v1/capacity/headroom", params={"as_of": "2026-09-21T00:00:00Z"}, headers=bed.headers
+        "/v1/capacity/headroom",
+        params={"as_of": "2026-09-21T00:00:00Z"},
+        headers=bed.headers("read"),
     )
     assert r.status_code == 200, r.text
     items = {(i["nodepool"], i["resource"]): i for i in r.json()["items"]}
@@ -194,10 +156,10 @@ def test_storage_forecast_of_a_steady_volume(bed: Bed) -> None:
         np.concatenate([ts, ts]),
         np.concatenate([used, np.full(len(ts), 100.0 * gib)]),
     ]
-    bed.add("pvc", pvc_series("data-0"), cols)
+    add(bed, "pvc", pvc_series("data-0"), cols)
     bed.caught_up()
     as_of = "2026-09-15T00:00:00Z"  # just after the last sample (14 days, 63.96 GiB)
-    r = bed.client.get("/v1/storage/forecast", params={"as_of": as_of}, headers=bed.headers)
+    r = bed.client.get("/v1/storage/forecast", params={"as_of": as_of}, headers=bed.headers("read"))
     assert r.status_code == 200, r.text
     [item] = r.json()["items"]
     assert item["pvc"] == "data-0" and item["method"] != "predict_linear"
@@ -208,7 +170,9 @@ def test_storage_forecast_of_a_steady_volume(bed: Bed) -> None:
     assert item["eta_90_low"] <= item["eta_90"] <= item["eta_90_high"]
 
     earlier = bed.client.get(
-        "/v1/storage/forecast", params={"as_of": "2026-09-08T00:00:00Z"}, headers=bed.headers
+        "/v1/storage/forecast",
+        params={"as_of": "2026-09-08T00:00:00Z"},
+        headers=bed.headers("read"),
     ).json()["items"][0]
     assert earlier["used_bytes"] < item["used_bytes"]  # only samples up to as_of
     assert earlier["days_to_90"] > item["days_to_90"]
@@ -216,12 +180,14 @@ def test_storage_forecast_of_a_steady_volume(bed: Bed) -> None:
     linear = bed.client.get(
         "/v1/storage/forecast",
         params={"as_of": as_of, "method": "predict_linear", "window": "1d"},
-        headers=bed.headers,
+        headers=bed.headers("read"),
     ).json()["items"][0]
     assert linear["method"] == "predict_linear"
     assert linear["growth_bytes_per_day"] == pytest.approx(gib, rel=1e-6)
 
-    bad = bed.client.get("/v1/storage/forecast", params={"window": "soon"}, headers=bed.headers)
+    bad = bed.client.get(
+        "/v1/storage/forecast", params={"window": "soon"}, headers=bed.headers("read")
+    )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.window"
 
 
@@ -237,11 +203,11 @@ def test_forecasts_as_of_now_are_reused_for_a_while_and_computed_one_at_a_time(
         np.concatenate([ts, ts]),
         np.concatenate([used, np.full(len(ts), 100.0 * gib)]),
     ]
-    bed.add("pvc-now", pvc_series("data-0"), cols)
+    add(bed, "pvc-now", pvc_series("data-0"), cols)
     bed.caught_up()
 
     def forecast(**params: str) -> dict[str, Any]:
-        r = bed.client.get("/v1/storage/forecast", params=params, headers=bed.headers)
+        r = bed.client.get("/v1/storage/forecast", params=params, headers=bed.headers("read"))
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
         return body
@@ -250,7 +216,7 @@ def test_forecasts_as_of_now_are_reused_for_a_while_and_computed_one_at_a_time(
     assert [i["pvc"] for i in first["items"]] == ["data-0"]
     # A volume appears: the forecast as of now is the one computed moments ago (its `as_of`
     # says so), while one as of an explicit time sees the new volume at once.
-    bed.add("pvc-new", pvc_series("data-1"), cols)
+    add(bed, "pvc-new", pvc_series("data-1"), cols)
     bed.caught_up()
     time.sleep(1.1)  # as_of has second resolution
     again = forecast()
@@ -271,20 +237,9 @@ def test_forecasts_as_of_now_are_reused_for_a_while_and_computed_one_at_a_time(
 
 
 def test_forecast_cache_off_computes_every_time(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    ledger = Ledger.from_url(url)
-    settings = Settings(
-        database_url=url,
-        read_model_path=tmp_path / "rm.duckdb",
-        projection_interval_seconds=3600,
-        forecast_cache_seconds=0,
-    )
-    _, read = create_key(ledger.engine, "r", "read")
-    headers = {"Authorization": f"Bearer {read}"}
-    with TestClient(create_app(settings, ledger=ledger)) as client:
+    with make_bed(tmp_path, projection_interval_seconds=3600, forecast_cache_seconds=0) as bed:
+        client, headers = bed.client, bed.headers("read")
         first = client.get("/v1/storage/forecast", headers=headers).json()
         time.sleep(1.1)
         second = client.get("/v1/storage/forecast", headers=headers).json()
         assert second["as_of"] > first["as_of"]
-    ledger.engine.dispose()

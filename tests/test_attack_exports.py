@@ -24,8 +24,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from payloads import OPSLEDGER, cloudevent, make_bed
 from sqlalchemy import insert
+from support.beds import make_bed
+from support.cli import OPSLEDGER
+from support.payloads import cloudevent
+from support.servers import free_port
 
 from analytics.outputs.datasets import DATASETS
 from analytics.outputs.export_files import (
@@ -54,12 +57,6 @@ LIMIT = MIB
 #: aggregates, each refused request decoded a page of the ledger and encoded a 32 MiB batch:
 #: hundreds of MiB each.
 REFUSAL_RSS_BOUND = 64 * MIB
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kib(pid: int, field: str) -> int:
@@ -149,6 +146,7 @@ def reset_peak(pid: int) -> int:
     return kib(pid, "VmRSS")
 
 
+@pytest.mark.slow
 def test_over_limit_exports_are_refused_before_any_data_is_built(served: Served) -> None:
     before = reset_peak(served.pid)
     paths = [f"/v1/export/events.{fmt}" for fmt in ("jsonl", "csv", "arrow", "parquet")] * 3
@@ -169,6 +167,7 @@ def test_over_limit_exports_are_refused_before_any_data_is_built(served: Served)
     assert max(a[2] for a in answers) < 15, answers
 
 
+@pytest.mark.slow
 def test_exports_take_a_slot_each_and_give_it_back_when_the_client_goes(served: Served) -> None:
     from api.routes.exports import EXPORT_SLOTS, SLOT_WAIT_SECONDS
 
@@ -227,6 +226,7 @@ def test_exports_take_a_slot_each_and_give_it_back_when_the_client_goes(served: 
     assert codes == [200] * EXPORT_SLOTS
 
 
+@pytest.mark.slow
 def test_a_served_export_streams_in_bounded_memory(served: Served) -> None:
     before = reset_peak(served.pid)
     size = 0
@@ -328,7 +328,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             id="odd",
             cluster="c1",
         )
-        assert bed.post([cost, odd]).status_code == 200
+        assert bed.post_events([cost, odd]).status_code == 200
         yield bed
 
 
@@ -462,6 +462,7 @@ def run(args: list[str], home: Path, url: str, **env: str) -> subprocess.Complet
     )
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_bad_targets_before_any_work(small: Any, tmp_path: Path) -> None:
     aws = {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -510,6 +511,7 @@ def test_the_cli_refuses_bad_targets_before_any_work(small: Any, tmp_path: Path)
     assert existing.read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_markup_in_paths_and_errors_is_printed_as_text(small: Any, tmp_path: Path) -> None:
     # A path and an S3 error holding Rich markup: printed verbatim, never a MarkupError.
     out = tmp_path / "[/red]exports[bold]"
@@ -539,6 +541,7 @@ def test_markup_in_paths_and_errors_is_printed_as_text(small: Any, tmp_path: Pat
     assert "Traceback" not in proc.stderr and "MarkupError" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_rewritten_export_keeps_the_mode_it_was_given(small: Any, tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     assert (

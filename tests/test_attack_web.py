@@ -27,9 +27,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from payloads import incident_opened, pod_status
-from test_request_timeouts import Server, connect, read_until_closed, serve
-from test_webhooks import fixture as webhook_fixture
+from support.payloads import incident_opened, pod_status, webhook_fixture
+from support.servers import Server, connect, read_until_closed, serve
 
 from api.app import create_app
 from api.logs import FILTER, REDACTED_TOKEN, redact
@@ -617,6 +616,7 @@ def read_all(socks: list[socket.socket], limit: float) -> list[bytes]:
     return [answers[sock] for sock in socks]
 
 
+@pytest.mark.slow
 def test_200_concurrent_deliveries_record_each_event_once(backend_url: str, tmp_path: Path) -> None:
     batch = orjson.dumps(
         [incident_opened(id=f"burst-{i}", incident_id=f"INC-B{i}") for i in range(5)]

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payloads import Bed, http_routes, make_bed, seed_events
+from support.beds import Bed, http_routes, make_bed
+from support.payloads import seed_events
 
 from api.app import create_app
 from store.keys import SCOPES, ApiKey, create_key, revoke_key
@@ -74,7 +75,7 @@ def _url(path: str) -> str:
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     with make_bed(tmp_path_factory.mktemp("auth")) as b:
-        assert b.post(seed_events()).status_code == 200
+        assert b.post_events(seed_events()).status_code == 200
         key, revoked = create_key(b.ledger.engine, "revoked-one", "admin")
         assert revoke_key(b.ledger.engine, key.key_id)
         b.tokens["revoked"] = revoked

@@ -18,19 +18,18 @@ from typing import Any
 
 import orjson
 import pytest
-from payloads import (
-    OPSLEDGER,
+from sqlalchemy import Engine, insert, select, text
+from support.cli import OPSLEDGER, run_cli
+from support.payloads import (
     cloudevent,
     incident_milestone,
     incident_opened,
     metric_samples,
     pod_status,
-    run_cli,
     sample,
     seed_events,
 )
-from pg import PostgresServer
-from sqlalchemy import Engine, insert, select, text
+from support.pg import PostgresServer
 
 from analytics.incidents.metrics import metrics
 from analytics.readmodel.model import ReadModel
@@ -258,6 +257,7 @@ def test_the_digest_is_the_same_on_sqlite_and_postgresql(
 # -- SQLite: backup and restore --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_backup_while_a_writer_appends_copies_a_consistent_prefix(
     tmp_path: Path, ledgers: list[Ledger]
 ) -> None:
@@ -305,6 +305,7 @@ def test_backup_while_a_writer_appends_copies_a_consistent_prefix(
     assert ledger_manifest(restored.engine) == taken
 
 
+@pytest.mark.slow
 def test_restore_into_an_empty_home_rebuilds_the_same_projections(
     tmp_path: Path, ledgers: list[Ledger]
 ) -> None:
@@ -336,6 +337,7 @@ def test_restore_into_an_empty_home_rebuilds_the_same_projections(
         assert same_rows(after[name], before[name]), name
 
 
+@pytest.mark.slow
 def test_restore_refuses_a_ledger_with_events_unless_forced_and_a_running_server(
     tmp_path: Path, ledgers: list[Ledger]
 ) -> None:
@@ -383,6 +385,7 @@ def test_restore_refuses_a_ledger_with_events_unless_forced_and_a_running_server
     assert more.first_position == src.head() + 1
 
 
+@pytest.mark.slow
 def test_a_backup_killed_midway_leaves_nothing_restore_accepts(
     tmp_path: Path, ledgers: list[Ledger]
 ) -> None:
@@ -447,6 +450,7 @@ def test_a_backup_killed_midway_leaves_nothing_restore_accepts(
     )
 
 
+@pytest.mark.slow
 def test_restore_refuses_a_damaged_backup(tmp_path: Path, ledgers: list[Ledger]) -> None:
     home = new_home(tmp_path, "src")
     led = open_ledger(ledgers, home_url(home))
@@ -500,6 +504,7 @@ def test_restore_refuses_a_damaged_backup(tmp_path: Path, ledgers: list[Ledger])
         assert open_ledger(ledgers, home_url(dst_home)).head() == 0
 
 
+@pytest.mark.slow
 def test_backup_and_restore_refuse_postgresql(tmp_path: Path, pg_server: PostgresServer) -> None:
     name = pg_server.migrated_database()
     try:
@@ -519,6 +524,7 @@ def test_backup_and_restore_refuse_postgresql(tmp_path: Path, pg_server: Postgre
 # -- verify ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_verify_detects_a_changed_event(
     backend_url: str, tmp_path: Path, ledgers: list[Ledger]
 ) -> None:
@@ -554,6 +560,7 @@ def test_verify_detects_a_changed_event(
     assert re.search(r"^head\s+12$", plain.stdout, re.MULTILINE), plain.stdout
 
 
+@pytest.mark.slow
 def test_verify_reports_gaps_and_unreadable_manifests(
     tmp_path: Path, ledgers: list[Ledger]
 ) -> None:
@@ -589,6 +596,7 @@ def _pg_args(pg_server: PostgresServer, database: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_postgresql_pg_dump_and_pg_restore_checked_by_verify(
     tmp_path: Path, pg_server: PostgresServer, ledgers: list[Ledger]
 ) -> None:

@@ -10,19 +10,17 @@ from typing import Any
 
 import orjson
 import pytest
-from payloads import (
-    Bed,
+from support.beds import Bed, make_bed
+from support.cli import run_cli, run_cli_many
+from support.payloads import (
     clone,
     cost_daily,
     deep,
     incident_opened,
     k8s_event,
-    make_bed,
     metric_samples,
     node_status,
     pod_status,
-    run_cli,
-    run_cli_many,
     sample,
     seed_events,
 )
@@ -47,7 +45,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     with make_bed(
         tmp, max_batch_events=MAX_BATCH, max_page_size=MAX_PAGE, max_body_bytes=MAX_BODY
     ) as b:
-        r = b.post(seed_events())
+        r = b.post_events(seed_events())
         assert r.status_code == 200, r.text
         assert b.state() == (3, 3)
         yield b
@@ -416,7 +414,7 @@ def test_invalid_event_at_index_2_writes_neither_0_nor_1(bed: Bed) -> None:
     assert r.status_code == 422
     assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [(2, "data.restarts")]
     assert bed.state() == before
-    listed = bed.get(limit=MAX_PAGE).json()["events"]
+    listed = bed.get_events(limit=MAX_PAGE).json()["events"]
     assert not {"first", "second", "third"} & {e["id"] for e in listed}
 
 
@@ -428,7 +426,7 @@ def test_boundaries_just_inside_the_limits_are_accepted(tmp_path: Path) -> None:
         big["data"]["message"] = "x" * 65_536
         nested = k8s_event("nested")
         nested["data"]["annotations"] = deep(31)  # data(0) > annotations(1) > ... 32 levels
-        r = b.post([long_id, big, nested, one_sample(), cost_daily()])
+        r = b.post_events([long_id, big, nested, one_sample(), cost_daily()])
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == MAX_BATCH
 
@@ -436,10 +434,10 @@ def test_boundaries_just_inside_the_limits_are_accepted(tmp_path: Path) -> None:
 def test_sample_ts_beyond_9999_is_refused_and_cannot_poison_reads(tmp_path: Path) -> None:
     """253402300800 s is 10000-01-01T00:00:00Z: past the last representable instant."""
     with make_bed(tmp_path) as b:
-        assert b.post(seed_events()).status_code == 200
+        assert b.post_events(seed_events()).status_code == 200
         before = b.state()
         r = post_bytes(b, js(one_sample(ts=253_402_300_800)), CE)
-        read = b.get(limit=10)
+        read = b.get_events(limit=10)
         assert read.status_code == 200, read.text  # a reader must never be broken by an event
         assert r.status_code == 422, r.text
         assert_names(r.json(), ((0, "data.samples[0].ts", ""),))
@@ -482,7 +480,7 @@ def test_non_finite_numbers_injected_in_process_are_refused(
 @pytest.fixture
 def small(tmp_path: Path) -> Iterator[Bed]:
     with make_bed(tmp_path, max_body_bytes=1024) as b:
-        assert b.post(seed_events()[:1]).status_code == 200
+        assert b.post_events(seed_events()[:1]).status_code == 200
         yield b
 
 
@@ -551,7 +549,7 @@ def test_bad_query_is_422_naming_the_parameter(
     bed: Bed, params: dict[str, Any], field: str
 ) -> None:
     before = bed.state()
-    r = bed.get(**{"limit": 10, **params})
+    r = bed.get_events(**{"limit": 10, **params})
     assert r.status_code == 422, r.text
     body = r.json()
     assert_error_body(body)
@@ -563,7 +561,7 @@ def test_bad_query_is_422_naming_the_parameter(
 
 
 def test_unknown_type_query_lists_the_known_types(bed: Bed) -> None:
-    r = bed.get(type="opsledger.nope", limit=10)
+    r = bed.get_events(type="opsledger.nope", limit=10)
     assert r.status_code == 422
     text = r.text
     assert all(t in text for t in KNOWN_TYPES)
@@ -624,6 +622,7 @@ def _mixed_file() -> bytes:
     )
 
 
+@pytest.mark.slow
 def test_import_is_atomic_by_default(home: Home) -> None:
     before = home.state()
     r = home.run("import", home.write("mixed.jsonl", _mixed_file()))
@@ -637,6 +636,7 @@ def test_import_is_atomic_by_default(home: Home) -> None:
     assert home.state() == before
 
 
+@pytest.mark.slow
 def test_import_skip_invalid_writes_the_valid_ones(home: Home) -> None:
     head, ids = home.state()
     r = home.run("import", "--skip-invalid", home.write("mixed.jsonl", _mixed_file()))
@@ -648,6 +648,7 @@ def test_import_skip_invalid_writes_the_valid_ones(home: Home) -> None:
     assert home.state() == (head + 3, [*ids, "imp-1", "imp-3", "imp-7"])
 
 
+@pytest.mark.slow
 def test_import_clean_file_then_reimport_counts_duplicates(home: Home) -> None:
     path = home.write("clean.jsonl", jsonl(pod_status("c1"), k8s_event("c2"), metric_samples("c3")))
     head, ids = home.state()
@@ -661,6 +662,7 @@ def test_import_clean_file_then_reimport_counts_duplicates(home: Home) -> None:
     assert home.state()[0] == head + 3
 
 
+@pytest.mark.slow
 def test_import_json_array_and_single_object_files(home: Home) -> None:
     head, _ = home.state()
     array = orjson.dumps([pod_status("a1"), k8s_event("a2")], option=orjson.OPT_INDENT_2)
@@ -673,6 +675,7 @@ def test_import_json_array_and_single_object_files(home: Home) -> None:
     assert home.state()[0] == head + 3
 
 
+@pytest.mark.slow
 def test_import_json_array_with_a_bad_item_names_its_index(home: Home) -> None:
     before = home.state()
     array = orjson.dumps([pod_status("b1"), pod_status("b2", restarts="3")])
@@ -682,6 +685,7 @@ def test_import_json_array_with_a_bad_item_names_its_index(home: Home) -> None:
     assert home.state() == before
 
 
+@pytest.mark.slow
 def test_import_from_stdin(home: Home) -> None:
     head, _ = home.state()
     r = home.run("import", "-", stdin=jsonl(pod_status("s1"), cost_daily("s2")))
@@ -692,6 +696,7 @@ def test_import_from_stdin(home: Home) -> None:
     assert home.state()[0] == head + 2
 
 
+@pytest.mark.slow
 def test_import_conflicts_and_repeats_are_rejected(home: Home) -> None:
     before = home.state()
     seeded = seed_events()[1]  # pod-status "seed-pod", recorded with restarts=3
@@ -722,6 +727,7 @@ def test_import_conflicts_and_repeats_are_rejected(home: Home) -> None:
     assert home.state()[1][-1] == "new-2"
 
 
+@pytest.mark.slow
 def test_import_non_string_type_is_a_rejection_not_a_crash(home: Home) -> None:
     before = home.state()
     r = home.run("import", home.write("t.jsonl", jsonl(ev_with(type=["opsledger.finding"]))))

@@ -205,6 +205,7 @@ def test_nab_traces_share_only_some_timestamps() -> None:
     assert not stamps["rds_cpu_utilization_cc0c53"] & stamps[ec2[0]]
 
 
+@pytest.mark.slow
 def test_nab_rollups_match_numpy(ledger: Ledger, model: ReadModel) -> None:
     """Hourly and daily cpu rollups per node, pool and cluster equal numpy's, to 1e-9."""
     ledger.append(nab_events())

@@ -11,14 +11,13 @@ import orjson
 import pytest
 import typer
 from fastapi.testclient import TestClient
-from payloads import (
+from support.cli import run_cli, run_cli_many
+from support.payloads import (
     cost_daily,
     incident_milestone,
     incident_opened,
     metric_samples,
     pod_status,
-    run_cli,
-    run_cli_many,
 )
 from typer.testing import CliRunner
 
@@ -83,6 +82,7 @@ def test_keys_create_prints_only_the_token_and_it_authenticates(home: Home) -> N
         assert client.post("/v1/events", json={}, headers=auth).status_code == 403
 
 
+@pytest.mark.slow
 def test_keys_list_shows_the_id_not_the_token(home: Home) -> None:
     r = home.run("keys", "create", "--name", "ci", "--scope", "write")
     token, key_id = r.stdout.strip(), _created_id(r.stderr)
@@ -94,6 +94,7 @@ def test_keys_list_shows_the_id_not_the_token(home: Home) -> None:
     assert token[4:24] not in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_keys_revoke_then_the_token_is_refused(home: Home) -> None:
     r = home.run("keys", "create", "--name", "temp", "--scope", "admin")
     token, key_id = r.stdout.strip(), _created_id(r.stderr)
@@ -139,6 +140,7 @@ def _jsonl(stdout: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_events_list_json_prints_the_events_as_json_lines(filled: Home) -> None:
     r, paged, window = filled.run_many(
         ["events", "list", "--json"],
@@ -166,6 +168,7 @@ def test_events_tail_json_prints_the_last_events(filled: Home) -> None:
     assert printed == [e.to_cloudevent() for e in filled.ledger.read(3, 2)]
 
 
+@pytest.mark.slow
 def test_events_list_table_and_bad_options(filled: Home) -> None:
     r, t = filled.run_many(
         ["events", "list", "--since", "yesterday"], ["events", "list", "--type", "opsledger.nope"]
@@ -227,6 +230,7 @@ def test_every_help_exits_0_and_shows_an_example(path: tuple[str, ...]) -> None:
     assert "Example" in result.output, f"`{' '.join(('opsledger', *path))} --help` has no example"
 
 
+@pytest.mark.slow
 def test_read_back_events_import_into_another_ledger(filled: Home, tmp_path: Path) -> None:
     exported = filled.run("events", "list", "--json")
     assert exported.returncode == 0, exported.stderr
@@ -249,17 +253,19 @@ def test_read_back_events_import_into_another_ledger(filled: Home, tmp_path: Pat
         other.ledger.engine.dispose()
 
 
+@pytest.mark.slow
 def test_commands_before_db_upgrade_explain_in_one_line(tmp_path: Path) -> None:
     r = run_cli(["events", "list"], tmp_path / "fresh")
     assert r.returncode == 1
     assert "opsledger db upgrade" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_invalid_settings_are_one_line_errors(tmp_path: Path) -> None:
     import os
     import subprocess
 
-    from payloads import OPSLEDGER
+    from support.cli import OPSLEDGER
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEDGER_")}
     env.update(OPSLEDGER_HOME=str(tmp_path), OPSLEDGER_MAX_BODY_BYTES="ten")
@@ -270,6 +276,7 @@ def test_invalid_settings_are_one_line_errors(tmp_path: Path) -> None:
     assert "OPSLEDGER_MAX_BODY_BYTES" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_db_upgrade_reports_the_revision_reached(tmp_path: Path) -> None:
     from store.migrate import head_revision
 

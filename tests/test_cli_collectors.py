@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import orjson
-from payloads import OPSLEDGER
+import pytest
+from support.cli import OPSLEDGER
 
 from store.ledger import Ledger
 from store.migrate import upgrade
@@ -20,6 +21,7 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_collect_once_then_status(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade(url)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from payloads import run_cli
+from support.cli import run_cli
 
 from store.ledger import Ledger
 from store.migrate import upgrade
@@ -23,6 +23,7 @@ def cli(home: Path, *args: str) -> tuple[int, str, str]:
     return r.returncode, r.stdout, r.stderr
 
 
+@pytest.mark.slow
 def test_an_incident_from_open_to_postmortem(home: Path) -> None:
     code, out, err = cli(
         home,
@@ -79,6 +80,7 @@ def test_an_incident_from_open_to_postmortem(home: Path) -> None:
     assert out.startswith("## Timeline") and "acknowledged by alice" in out
 
 
+@pytest.mark.slow
 def test_sla_set_and_breaches(home: Path, tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
@@ -118,6 +120,7 @@ def test_sla_set_and_breaches(home: Path, tmp_path: Path) -> None:
     ledger.engine.dispose()
 
 
+@pytest.mark.slow
 def test_sla_show_and_local_checks(home: Path, tmp_path: Path) -> None:
     code, out, err = cli(home, "sla", "show")
     assert code == 0, err
@@ -142,28 +145,21 @@ def test_sla_show_and_local_checks(home: Path, tmp_path: Path) -> None:
         assert code == 2, (args, err)
 
 
+@pytest.mark.slow
 def test_reads_through_a_running_server_see_the_cli_own_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
     import subprocess
-    import threading
-    import time
 
-    import uvicorn
-    from payloads import OPSLEDGER
-    from test_api_capacity import announce_file, free_port, settings_for
+    from support.beds import bed_settings
+    from support.cli import OPSLEDGER
+    from support.servers import announce_file, serve_in_thread
 
     from api.app import create_app
 
-    settings = settings_for(tmp_path)
+    settings = bed_settings(tmp_path, projection_interval_seconds=3600)
     app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     announce = announce_file(settings, monkeypatch)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEDGER_")}
     env |= {
@@ -177,12 +173,7 @@ def test_reads_through_a_running_server_see_the_cli_own_writes(
             [str(OPSLEDGER), *args], capture_output=True, text=True, env=env, timeout=60
         )
 
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        announce.write_text(f'{{"url": "http://127.0.0.1:{port}", "pid": {os.getpid()}}}')
+    with serve_in_thread(app, announce=announce):
         opened = run("incidents", "open", "--title", "t", "--severity", "P2", "--cluster", "c",
                      "--id", "SRV-1")  # fmt: skip
         assert opened.returncode == 0, opened.stderr
@@ -191,7 +182,3 @@ def test_reads_through_a_running_server_see_the_cli_own_writes(
         assert orjson.loads(shown.stdout)["status"] == "open"
         missing = run("incidents", "show", "NOPE-1")
         assert missing.returncode == 4 and "NOPE-1" in missing.stderr
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        announce.unlink(missing_ok=True)

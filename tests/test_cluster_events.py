@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from payloads import cloudevent, incident_opened
+from support.payloads import core_event, finding, incident_opened, new_event, node, pod
 
 from analytics.cluster_events.projection import TABLES, ClusterEventsProjection
 from analytics.readmodel.model import ReadModel
@@ -32,81 +32,6 @@ HANDLED = ClusterEventsProjection.types
 def ts(text: str) -> datetime:
     """A naive UTC datetime, as the read model returns TIMESTAMP columns."""
     return datetime.fromisoformat(text.removesuffix("Z"))
-
-
-def core_event(id: str, **over: Any) -> dict[str, Any]:
-    """A core/v1 Warning Event as the API returns it."""
-    data: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": "api-1.17f9a3", "namespace": "payments", "uid": "uid-core"},
-        "involvedObject": {"kind": "Pod", "name": "api-1", "namespace": "payments"},
-        "reason": "BackOff",
-        "message": "Back-off restarting failed container api in pod api-1",
-        "source": {"component": "kubelet", "host": "node-a"},
-        "firstTimestamp": "2026-10-14T03:50:00Z",
-        "lastTimestamp": "2026-10-14T04:00:00Z",
-        "count": 4,
-        "type": "Warning",
-        "eventTime": None,
-    }
-    data.update(over.pop("data", {}))
-    return cloudevent("opsledger.k8s.event", data, id=id, **over)
-
-
-def new_event(id: str, **over: Any) -> dict[str, Any]:
-    """An events.k8s.io/v1 Event: regarding, note, series, eventTime, reportingController."""
-    data: dict[str, Any] = {
-        "apiVersion": "events.k8s.io/v1",
-        "kind": "Event",
-        "metadata": {"name": "node-a.18a", "namespace": "default", "uid": "uid-new"},
-        "regarding": {"kind": "Node", "name": "node-a"},
-        "reason": "OOMKilling",
-        "note": "Memory cgroup out of memory: Killed process 4242 (java)",
-        "type": "Warning",
-        "eventTime": "2026-10-14T04:01:00.250000Z",
-        "series": {"count": 3, "lastObservedTime": "2026-10-14T04:05:00.500000Z"},
-        "reportingController": "kernel-monitor",
-        "reportingInstance": "node-a",
-        "deprecatedCount": 0,
-    }
-    data.update(over.pop("data", {}))
-    return cloudevent("opsledger.k8s.event", data, id=id, **over)
-
-
-def node(id: str, name: str, ready: bool, time: str, **data: Any) -> dict[str, Any]:
-    """An `opsledger.k8s.node.status` event."""
-    body = {
-        "node": name,
-        "ready": ready,
-        "allocatable": {"cpu_cores": 3.92, "memory_bytes": 15_944_000_000, "pods": 110},
-        **data,
-    }
-    return cloudevent("opsledger.k8s.node.status", body, id=id, time=time)
-
-
-def pod(id: str, name: str, restarts: int, time: str, **data: Any) -> dict[str, Any]:
-    """An `opsledger.k8s.pod.status` event."""
-    cluster = data.pop("cluster", "prod-eks-1")
-    body = {"namespace": "payments", "pod": name, "phase": "Running", "restarts": restarts, **data}
-    return cloudevent("opsledger.k8s.pod.status", body, id=id, time=time, cluster=cluster)
-
-
-def finding(id: str, fid: str, status: str, last: str, **kw: Any) -> dict[str, Any]:
-    """An `opsledger.finding` event (no cluster unless given)."""
-    data = {
-        "provider": "guardduty",
-        "finding_id": fid,
-        "title": "Impact:Runtime/CryptoMinerExecuted observed",
-        "finding_type": "Impact:Runtime/CryptoMinerExecuted",
-        "severity": "HIGH",
-        "status": status,
-        "first_seen": "2026-10-14T03:00:00Z",
-        "last_seen": last,
-        **kw.pop("data", {}),
-    }
-    kw.setdefault("cluster", None)
-    return cloudevent("opsledger.finding", data, id=id, time=last, **kw)
 
 
 def table(model: ReadModel, name: str, cols: str = "*") -> list[tuple[Any, ...]]:

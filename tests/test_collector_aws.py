@@ -29,6 +29,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
+from support import SUPPORT
 
 from ingest.collectors.aws.collectors import AwsConfig, build
 from ingest.collectors.aws.cost import BudgetCollector, CostCollector
@@ -40,7 +41,7 @@ from store.ledger import Ledger, RecordedEvent
 from store.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).with_name("aws_collector_worker.py")
+WORKER = SUPPORT / "aws_collector_worker.py"
 ACCOUNT = "123456789012"
 DETECTOR = "6ab2f0c1d9e84d3c8c1b7e5a4f3d2c10"
 GOV = "us-gov-west-1"
@@ -374,6 +375,7 @@ def test_severity_bands_are_guardduty_s() -> None:
     assert {v: severity_label(v) for v in cases} == cases
 
 
+@pytest.mark.slow
 def test_guardduty_findings_land_as_contract_events(
     guardduty: FakeGuardDuty, sqlite_ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -442,6 +444,7 @@ def test_guardduty_findings_land_as_contract_events(
     }
 
 
+@pytest.mark.slow
 def test_guardduty_pages_and_records_each_update_once(
     guardduty: FakeGuardDuty, sqlite_ledger: Ledger
 ) -> None:
@@ -510,6 +513,7 @@ def kill(proc: subprocess.Popen[str]) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_guardduty_sigkill_mid_run_then_rerun_records_each_finding_once(
     guardduty: FakeGuardDuty, backend_url: str, ledger: Ledger
 ) -> None:
@@ -608,6 +612,7 @@ def sh_import(moto: str, findings: list[dict[str, Any]]) -> None:
         assert out["FailedCount"] == 0
 
 
+@pytest.mark.slow
 def test_securityhub_findings_pages_and_updates(moto: str, sqlite_ledger: Ledger) -> None:
     states = [
         ("NEW", "ACTIVE"),
@@ -727,6 +732,7 @@ def recorded_costs(ledger: Ledger) -> Counter[tuple[str, str]]:
     )
 
 
+@pytest.mark.slow
 def test_cost_explorer_records_settled_days_once(moto: str, sqlite_ledger: Ledger) -> None:
     page1 = {
         "ResultsByTime": [*days(4, 7), ce_day("2026-10-08", dict(list(amounts_of(8).items())[:1]))],
@@ -767,6 +773,7 @@ def test_cost_explorer_records_settled_days_once(moto: str, sqlite_ledger: Ledge
     assert by_key[("2026-10-13", SERVICES[2])].data["amount"] == pytest.approx(1314.5)
 
 
+@pytest.mark.slow
 def test_cost_sigkill_mid_run_then_rerun_counts_each_day_once(
     moto: str, backend_url: str, ledger: Ledger
 ) -> None:
@@ -808,6 +815,7 @@ def budget_collector(now: str, amount: float) -> BudgetCollector:
     return c
 
 
+@pytest.mark.slow
 def test_budget_from_config_once_per_month_and_change(sqlite_ledger: Ledger) -> None:
     runs = [
         ("2026-10-14T07:00:00Z", 42000.0, 1),
@@ -887,6 +895,7 @@ def test_budget_from_aws_budgets(moto: str, sqlite_ledger: Ledger) -> None:
 # -- configuration and GovCloud --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_govcloud_region_partition_and_billing_endpoints() -> None:
     cfg = AwsConfig.model_validate(
         {
@@ -961,6 +970,7 @@ def test_bad_config_is_refused(doc: dict[str, Any], complaint: str) -> None:
 # -- crash tests for the other two collectors ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_securityhub_sigkill_mid_run_then_rerun_records_each_finding_once(
     moto: str, backend_url: str, ledger: Ledger
 ) -> None:
@@ -993,6 +1003,7 @@ def test_securityhub_sigkill_mid_run_then_rerun_records_each_finding_once(
     assert set(recorded) == mine and set(recorded.values()) == {1}
 
 
+@pytest.mark.slow
 def test_budget_sigkill_after_its_commit_then_rerun_records_it_once(
     backend_url: str, ledger: Ledger
 ) -> None:

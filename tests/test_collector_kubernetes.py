@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_double import CORE_EVENTS, FakeCluster, Fault, load, serve, write_kubeconfig
+from support import SUPPORT
+from support.k8s_double import CORE_EVENTS, FakeCluster, Fault, load, serve, write_kubeconfig
 
 from ingest.collectors.kubernetes.collector import KubernetesCollector, KubernetesConfig, build
 from ingest.collectors.runtime import run_once
@@ -33,7 +34,7 @@ from store.timefmt import parse_rfc3339_us
 CLUSTER = "prod"
 SOURCE = "opsledger/collector/kubernetes/prod"
 TOKEN = "double-token-6c1f0a9e-never-logged"
-WORKER = Path(__file__).with_name("k8s_collector_worker.py")
+WORKER = SUPPORT / "k8s_collector_worker.py"
 REPO = Path(__file__).resolve().parents[1]
 
 NODE_A = "ip-10-0-12-34.us-gov-west-1.compute.internal"
@@ -140,6 +141,7 @@ def us(text: str) -> int:
 # -- Events ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_events_are_recorded_as_the_api_returns_them(
     ledger: Ledger, cluster: FakeCluster, kubeconfig: Path
 ) -> None:
@@ -548,6 +550,7 @@ def start_worker(
     )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_run_again_holds_every_item_exactly_once(
     backend_url: str, ledger: Ledger, cluster: FakeCluster, kubeconfig: Path
 ) -> None:

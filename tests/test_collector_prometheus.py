@@ -30,7 +30,8 @@ import numpy as np
 import orjson
 import pytest
 import yaml
-from prom import PrometheusServer, PrometheusUnavailable, start_prometheus
+from support import SUPPORT
+from support.prom import PrometheusServer, PrometheusUnavailable, start_prometheus
 
 from ingest.collectors.prometheus.collector import (
     PrometheusCollector,
@@ -44,7 +45,7 @@ from store.contract import METRIC_SAMPLES
 from store.ledger import Ledger
 from store.migrate import upgrade
 
-WORKER = Path(__file__).with_name("prometheus_worker.py")
+WORKER = SUPPORT / "prometheus_worker.py"
 REPO = Path(__file__).resolve().parents[1]
 
 D0 = 1_709_251_200  # 2024-03-01T00:00:00Z, the first scrape
@@ -334,6 +335,7 @@ def assert_tiles(
 # -- values, chunks, cursor ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_back_fill_then_increment_give_the_independently_computed_samples(
     prometheus: PrometheusServer, tmp_path: Path
 ) -> None:
@@ -408,6 +410,7 @@ def start_worker(ledger_url: str, cfg: PrometheusConfig, now: float) -> subproce
     )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_back_fill_then_rerun_records_every_sample_once(
     prometheus: PrometheusServer, ledger: Ledger, backend_url: str
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from payloads import cost_daily
+from support.payloads import cost_daily
 
 from store.collectors import load_cursor, record_run, states
 from store.contract import validate_events

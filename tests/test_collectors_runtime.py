@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from payloads import cost_daily
+from support.payloads import cost_daily
 
 from api.app import create_app
 from ingest.collectors.runtime import Sink, parse_duration, run_once
@@ -79,6 +79,7 @@ def test_durations_and_backoff() -> None:
     assert backoff_seconds(7200, 3) == 7200  # never shorter than the interval
 
 
+@pytest.mark.slow
 def test_the_scheduler_runs_each_source_on_its_interval(sqlite_ledger: Ledger) -> None:
     good = ListSource(name="test/good", items=2)
     pokes: list[int] = []

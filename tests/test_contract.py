@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from payloads import cost_daily
 from pydantic import ValidationError
+from support.payloads import cost_daily
 
 from store.contract import validate_event
 from store.settings import Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payloads import cloudevent
+from support.payloads import cloudevent
 
 from analytics.cost.projection import CostProjection, month_cost
 from analytics.readmodel.model import ReadModel

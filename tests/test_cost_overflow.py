@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 import pytest
-from payloads import Bed, cloudevent, make_bed
+from support.beds import Bed, make_bed
+from support.payloads import cloudevent
 
 from analytics.cost.projection import CostProjection, month_cost
 from analytics.readmodel.model import ReadModel
@@ -134,7 +135,7 @@ def test_a_restated_day_brings_the_month_back(bed: Bed) -> None:
         cluster=None,
         time="2026-10-05T00:00:00Z",
     )
-    assert bed.post(fix).status_code == 200
+    assert bed.post_events(fix).status_code == 200
     caught_up(bed)
     cost = " ".join(text_of(report(bed, "2026-10"), "cost").split())
     assert OUT_OF_RANGE not in cost and "310 USD spent" in cost

@@ -145,6 +145,7 @@ def _normalised(objs: tuple[dict[str, Any], ...]) -> list[str]:
 # -- rendering and schemas -------------------------------------------------------------------
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("kubectl", KUBECTLS or ["kubectl"])
 def test_renders_offline_with_the_expected_objects(kubectl: str, target: str) -> None:
@@ -155,6 +156,7 @@ def test_renders_offline_with_the_expected_objects(kubectl: str, target: str) ->
     assert not [o for o in objs if o["kind"] == "Secret"], "secrets are created by users"
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_kubectl_renders_the_same_objects(target: str) -> None:
     if len(KUBECTLS) < 2:
@@ -164,6 +166,7 @@ def test_every_kubectl_renders_the_same_objects(target: str) -> None:
         assert _normalised(render_with(kubectl, target)) == first, kubectl
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_object_validates_against_the_kubernetes_schema(target: str, version: str) -> None:
@@ -176,6 +179,7 @@ def test_every_object_validates_against_the_kubernetes_schema(target: str, versi
             pytest.fail(f"{where} is invalid for Kubernetes {version}: {path}: {exc.message}")
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_namespaced_objects_and_subjects_share_the_namespace(target: str) -> None:
     objs = render(target)
@@ -201,6 +205,7 @@ def _grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_cluster_roles_only_read_and_never_secrets(target: str) -> None:
     objs = render(target)
@@ -227,6 +232,7 @@ def test_cluster_roles_only_read_and_never_secrets(target: str) -> None:
     assert _grants(roles["opsledger-kubelet-stats"]) == {("", "nodes/proxy", "get")}
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_bindings_give_the_roles_to_the_pods_service_account(target: str) -> None:
     objs = render(target)
@@ -247,6 +253,7 @@ def test_bindings_give_the_roles_to_the_pods_service_account(target: str) -> Non
 # -- the Deployment --------------------------------------------------------------------------
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_one_replica_migrates_before_serving(target: str) -> None:
     objs = render(target)
@@ -266,6 +273,7 @@ def test_one_replica_migrates_before_serving(target: str) -> None:
         assert name in env_of(main), name
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_probes_hit_healthz_and_readyz_on_the_served_port(target: str) -> None:
     objs = render(target)
@@ -291,6 +299,7 @@ def test_probes_hit_healthz_and_readyz_on_the_served_port(target: str) -> None:
     assert service["spec"]["selector"].items() <= labels.items()
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_runs_as_non_root_on_a_read_only_root_file_system(target: str) -> None:
     objs = render(target)
@@ -321,6 +330,7 @@ def test_runs_as_non_root_on_a_read_only_root_file_system(target: str) -> None:
         assert writable == {HOME, "/tmp"}, name
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_collectors_config_map_is_mounted_at_the_collectors_file(target: str) -> None:
     objs = render(target)
@@ -341,6 +351,7 @@ def test_the_collectors_config_map_is_mounted_at_the_collectors_file(target: str
     assert content["aws"]["region"] == "us-gov-west-1"
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_collectors_file_matches_the_collectors_schema(target: str, tmp_path: Path) -> None:
     # The schema (ingest/collectors/config.py) was written alongside these manifests; once
@@ -357,6 +368,7 @@ def test_the_collectors_file_matches_the_collectors_schema(target: str, tmp_path
             load_yaml(path, config.CollectorsFile)
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_opsledger_variable_is_a_setting_and_secrets_come_from_the_secret(
     target: str,
@@ -382,6 +394,7 @@ def test_every_opsledger_variable_is_a_setting_and_secrets_come_from_the_secret(
         assert str(settings.home) == HOME
 
 
+@pytest.mark.kubectl
 def test_the_govcloud_overlay_pulls_from_ecr_and_stores_on_gp3() -> None:
     objs = render("govcloud")
     for container in containers(objs):
@@ -403,6 +416,7 @@ def _docs_block(marker: str) -> str:
     raise AssertionError(f"docs/deployment.md has no yaml block starting with {marker!r}")
 
 
+@pytest.mark.kubectl
 @pytest.mark.parametrize("kubectl", KUBECTLS or ["kubectl"])
 def test_the_documented_overlay_without_kubelet_stats_renders(kubectl: str, tmp_path: Path) -> None:
     if not KUBECTLS:
@@ -445,6 +459,7 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
     return stages
 
 
+@pytest.mark.kubectl
 def test_the_image_installs_from_wheels_only_and_runs_as_the_deployments_user() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2, "multi-stage: a builder, then the runtime image"
@@ -497,6 +512,7 @@ def test_the_kubernetes_objects_in_the_docs_validate(version: str) -> None:
     assert checked >= 2, "the StorageClass and the IRSA ServiceAccount patch"
 
 
+@pytest.mark.prometheus
 def test_the_documented_prometheus_scrape_config_is_valid(tmp_path: Path) -> None:
     """`promtool check config` (the Debian package CI installs) accepts docs/deployment.md's."""
     text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")

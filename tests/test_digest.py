@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,15 +13,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
-from fastapi.testclient import TestClient
-from payloads import OPSLEDGER, cloudevent, run_cli
-from test_api_capacity import announce_file, free_port
+from support.beds import Bed, bed_settings, make_bed, scope_keys
+from support.cli import OPSLEDGER, run_cli
+from support.payloads import cloudevent
+from support.servers import announce_file, serve_in_thread
 
 from api.app import create_app
-from store.keys import create_key
 from store.ledger import Ledger
-from store.migrate import upgrade
 from store.settings import Settings
 
 CLUSTER = "prod-eks-1"
@@ -39,45 +34,21 @@ def at(delta: timedelta) -> str:
 H, M, D = timedelta(hours=1), timedelta(minutes=1), timedelta(days=1)
 
 
-@dataclass
-class Bed:
-    client: httpx.Client
-    ledger: Ledger
-    settings: Settings
-    tokens: dict[str, str]
-
-    def auth(self, scope: str = "read") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[scope]}"}
-
-    def append(self, events: list[dict[str, Any]]) -> None:
-        r = self.client.post("/v1/events", json=events, headers=self.auth("write"))
-        assert r.status_code == 200, r.text
-        assert r.json()["accepted"] == len(events), r.text
-
-    def digest(self, **params: Any) -> Any:
-        self.client.post("/v1/projections/catch-up", headers=self.auth("admin"))
-        return self.client.get("/v1/digest", params=params, headers=self.auth())
+def append(bed: Bed, events: list[dict[str, Any]]) -> None:
+    r = bed.post_events(events)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == len(events), r.text
 
 
-def make_settings(tmp_path: Path) -> Settings:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    return Settings(
-        database_url=url,
-        home=tmp_path / "home",
-        read_model_path=tmp_path / "rm.duckdb",
-        projection_interval_seconds=3600,
-    )
+def digest(bed: Bed, **params: Any) -> httpx.Response:
+    bed.catch_up()
+    return bed.get("/v1/digest", **params)
 
 
 @pytest.fixture
 def bed(tmp_path: Path) -> Iterator[Bed]:
-    settings = make_settings(tmp_path)
-    app = create_app(settings)
-    ledger: Ledger = app.state.ledger
-    tokens = {s: create_key(ledger.engine, f"t-{s}", s)[1] for s in ("read", "write", "admin")}
-    with TestClient(app) as client:
-        yield Bed(client, ledger, settings, tokens)
+    with make_bed(tmp_path, projection_interval_seconds=3600) as b:
+        yield b
 
 
 def node(i: int, name: str, ready: bool, t: str, reason: str | None = None) -> dict[str, Any]:
@@ -152,7 +123,8 @@ def hot_node(event_id: str, start: timedelta, profile: list[float]) -> Any:
 def seed(bed: Bed) -> None:
     """One of each: a NotReady node, a crash-looping pod, a 92 % PVC, a new HIGH finding, an
     unacknowledged P1 past its hour, a node above 85 % CPU for 2 h; and what must not show."""
-    bed.append(
+    append(
+        bed,
         [
             node(1, "node-a", True, at(-3 * H)),
             node(2, "node-a", False, at(-70 * M), "KubeletNotReady"),
@@ -177,7 +149,7 @@ def seed(bed: Bed) -> None:
             pvc("pvc-half", "data-1", 0.50, -3 * H, 18),
             pvc("pvc-gone", "data-old", 0.95, -5 * D, 6),  # stale: left out
             hot_node("hot", -4 * H, [0.5] * 6 + [0.9] * 25 + [0.4] * 6),
-        ]
+        ],
     )
     for body in (
         {"title": "checkout down", "severity": "P1", "cluster": CLUSTER, "incident_id": "INC-P1"},
@@ -186,19 +158,19 @@ def seed(bed: Bed) -> None:
     ):
         opened = {"INC-P1": -3 * H, "INC-P3": -30 * M, "INC-P2": -2 * D}[body["incident_id"]]
         r = bed.client.post(
-            "/v1/incidents", json=body | {"at": at(opened)}, headers=bed.auth("write")
+            "/v1/incidents", json=body | {"at": at(opened)}, headers=bed.headers("write")
         )
         assert r.status_code == 201, r.text
     for action, t in (("acknowledge", -2 * D + 10 * M), ("resolve", -1 * D)):
         r = bed.client.post(
-            f"/v1/incidents/INC-P2/{action}", json={"at": at(t)}, headers=bed.auth("write")
+            f"/v1/incidents/INC-P2/{action}", json={"at": at(t)}, headers=bed.headers("write")
         )
         assert r.status_code == 200, r.text
 
 
 def test_each_section_answers_from_the_facts_appended(bed: Bed) -> None:
     seed(bed)
-    r = bed.digest(since="24h")
+    r = digest(bed, since="24h")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "attention"
@@ -257,21 +229,21 @@ def test_each_section_answers_from_the_facts_appended(bed: Bed) -> None:
     assert node_run["node"] == "node-hot"
     assert (node_run["start"], node_run["end"]) == (at(-4 * H + 30 * M), at(-4 * H + 150 * M))
 
-    md = bed.digest(since="24h", format="markdown")
+    md = digest(bed, since="24h", format="markdown")
     assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
     assert md.text.startswith("# opsledger digest: attention")
     assert "| Nodes | attention | 1 node NotReady" in md.text
     assert "| prod-eks-1 | data | data-0 | 92.0 % | critical |" in md.text
 
     # A shorter window: the finding and the restarts of two hours ago are no longer new.
-    short = bed.digest(since="90m").json()["sections"]
+    short = digest(bed, since="90m").json()["sections"]
     assert [x["finding_id"] for x in short["findings"]["new"]] == []
     assert [p["pod"] for p in short["pods"]["top_restarts"]] == ["api-1"]
     assert short["capacity"]["sustained"] == []
 
 
 def test_an_empty_ledger_is_ok_and_bad_parameters_are_422(bed: Bed) -> None:
-    r = bed.digest()
+    r = digest(bed)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "ok" and body["summary"] == "ok: nothing needs attention"
@@ -283,7 +255,7 @@ def test_an_empty_ledger_is_ok_and_bad_parameters_are_422(bed: Bed) -> None:
         ({"since": "40d"}, "query.since"),
         ({"format": "html"}, "query.format"),
     ):
-        r = bed.client.get("/v1/digest", params=params, headers=bed.auth())
+        r = bed.client.get("/v1/digest", params=params, headers=bed.headers("read"))
         assert r.status_code == 422, (params, r.text)
         assert r.json()["errors"][0]["field"] == field
 
@@ -293,7 +265,7 @@ def test_auth(bed: Bed) -> None:
     r = bed.client.get("/v1/digest", headers={"Authorization": "Bearer olk_nope"})
     assert r.status_code == 401
     for scope in ("read", "write", "admin"):
-        assert bed.client.get("/v1/digest", headers=bed.auth(scope)).status_code == 200
+        assert bed.client.get("/v1/digest", headers=bed.headers(scope)).status_code == 200
 
 
 def _env(settings: Settings, home: Path) -> dict[str, str]:
@@ -305,26 +277,21 @@ def _env(settings: Settings, home: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_cli_with_and_without_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = make_settings(tmp_path)
+    settings = bed_settings(
+        tmp_path,
+        home=tmp_path / "home",
+        read_model_path=tmp_path / "rm.duckdb",
+        projection_interval_seconds=3600,
+    )
     app = create_app(settings)
     ledger: Ledger = app.state.ledger
-    tokens = {s: create_key(ledger.engine, f"t-{s}", s)[1] for s in ("read", "write", "admin")}
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    tokens = scope_keys(ledger)
     announce = announce_file(settings, monkeypatch)
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        announce.write_text(f'{{"url": "http://127.0.0.1:{port}", "pid": {os.getpid()}}}')
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            seed(Bed(client, ledger, settings, tokens))
+    with serve_in_thread(app, announce=announce) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            seed(Bed(settings, app, client, ledger, str(settings.database_url), None, tokens))
         # The server holds the read model: the CLI asks it (after a catch-up) for the digest.
         env = _env(settings, tmp_path / "home")
 
@@ -346,10 +313,6 @@ def test_cli_with_and_without_a_server(tmp_path: Path, monkeypatch: pytest.Monke
         assert as_md.returncode == 0, as_md.stderr
         assert as_md.stdout.startswith("# opsledger digest: attention\n")
         assert "| INC-P1 | P1 | response |" in as_md.stdout
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        announce.unlink(missing_ok=True)
 
     # No server: the CLI opens the read model itself, catching up from the ledger first.
     r = run_cli(

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from support import REPO
+from support.docs import DOCS, headings, read_doc, section
 
+from analytics.readmodel.model import ReadModel
+from analytics.readmodel.registry import default_projections
 from api.app import create_app
 from api.cli.app import app as cli_app
 from store.contract import KNOWN_TYPES, ContractError, validate_event
 from store.migrate import upgrade
 from store.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs"
 # FastAPI's own pages; they document themselves.
 UNDOCUMENTED_ROUTES = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 # The metric names the capacity and storage projections read (BRIEF.md, "event contract").
@@ -35,38 +36,7 @@ CANONICAL_METRICS = (
     "pvc_used_bytes",
     "pvc_capacity_bytes",
 )
-_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 _FENCE = re.compile(r"^```(\w*)\s*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
-
-
-def read_doc(name: str) -> str:
-    """A page of docs/, failing clearly when it is missing."""
-    path = DOCS / name
-    assert path.is_file(), f"docs/{name} is missing"
-    return path.read_text(encoding="utf-8")
-
-
-def headings(text: str) -> Iterator[tuple[int, int, str]]:
-    """(line number, level, text) of each Markdown heading outside code blocks."""
-    fenced = False
-    for n, line in enumerate(text.splitlines()):
-        if line.startswith("```"):
-            fenced = not fenced
-            continue
-        m = _HEADING.match(line)
-        if m and not fenced:
-            yield n, len(m.group(1)), m.group(2)
-
-
-def section(text: str, pattern: re.Pattern[str]) -> str | None:
-    """The text from the first heading matching `pattern` to the next heading of its level."""
-    lines = text.splitlines()
-    found = list(headings(text))
-    for i, (start, level, title) in enumerate(found):
-        if pattern.search(title):
-            end = next((n for n, lv, _ in found[i + 1 :] if lv <= level), len(lines))
-            return "\n".join(lines[start:end])
-    return None
 
 
 # -- HTTP API --------------------------------------------------------------------------------
@@ -238,11 +208,30 @@ def test_every_canonical_metric_has_a_source() -> None:
         assert row is not None, f"docs/events.md: no table row for {metric}"
 
 
+# -- read model --------------------------------------------------------------------------------
+
+
+def test_every_read_model_table_is_named_in_the_analytics_doc(tmp_path: Any) -> None:
+    # Every table is queryable with POST /v1/query: a user must find what it holds.
+    model = ReadModel(tmp_path / "rm.duckdb")
+    try:
+        con = model.cursor()
+        for projection in default_projections():
+            projection.create(con)
+        tables = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        names = {r[0] for r in tables}
+    finally:
+        model.close()
+    doc = read_doc("analytics.md")
+    missing = sorted(n for n in names if f"`{n}`" not in doc)
+    assert not missing, f"docs/analytics.md does not name {missing}"
+
+
 # -- README ----------------------------------------------------------------------------------
 
 
 def test_readme_names_the_two_make_targets() -> None:
-    readme = ROOT / "README.md"
+    readme = REPO / "README.md"
     assert readme.is_file(), "README.md is missing"
     text = readme.read_text(encoding="utf-8")
     for target in ("make run", "make test"):

@@ -12,10 +12,7 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,10 +25,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 from moto.server import ThreadedMotoServer
-from payloads import OPSLEDGER, Bed, cloudevent, make_bed, sample
-from test_docs import read_doc, section
+from support.beds import Bed, make_bed
+from support.cli import OPSLEDGER
+from support.docs import read_doc, section
+from support.payloads import cloudevent, sample
+from support.servers import free_port, serve_in_thread
 
 from analytics.outputs import exports
 from analytics.outputs.datasets import DATASETS, snapshot
@@ -64,12 +63,6 @@ INCIDENTS: list[tuple[str, str, str, str, dict[str, int]]] = [
     ("INC-E", "P1", "c2", "2026-10-25T23:30:00Z", {"acknowledge": 1200}),
 ]
 TIME_TEXT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rfc(t: datetime) -> str:
@@ -551,6 +544,7 @@ def big_event(n: int) -> dict[str, Any]:
     return cloudevent("opsledger.k8s.event", data, id=f"big-{n}", cluster="c1")
 
 
+@pytest.mark.slow
 def test_a_stream_passing_the_cap_is_cut_and_the_cli_delegates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -574,19 +568,7 @@ def test_a_stream_passing_the_cap_is_cut_and_the_cli_delegates(
         for n in range(3)
     ]
     monkeypatch.setattr(exports, "BATCH_ROWS", 2)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        settings.server_file.write_text(json.dumps({"url": base, "pid": os.getpid()}))
+    with serve_in_thread(app, announce=settings.server_file, log_level="critical") as base:
         r = httpx.post(
             base + "/v1/events",
             content=json.dumps(raws),
@@ -636,11 +618,6 @@ def test_a_stream_passing_the_cap_is_cut_and_the_cli_delegates(
         delegates = [k for k in list_keys(engine, include_revoked=True) if k.name == "cli-delegate"]
         # One to catch the server up, one for the Arrow stream; both revoked.
         assert len(delegates) == 2 and all(k.revoked_at_us for k in delegates)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        settings.server_file.unlink(missing_ok=True)
-    assert not thread.is_alive()
 
 
 # -- the CLI: month partitions on disk and in S3 ----------------------------------------------
@@ -681,6 +658,7 @@ def by_month(rows: list[dict[str, Any]], column: str) -> dict[str, list[dict[str
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_month_partitions_locally_and_to_s3(
     bed: Bed, s3: tuple[str, Any], tmp_path: Path
 ) -> None:

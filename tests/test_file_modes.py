@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from payloads import OPSLEDGER
+from support.cli import OPSLEDGER
 
 
 def mode(path: Path) -> int:
@@ -33,6 +33,7 @@ def run(args: list[str], home: Path, umask: int) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o000])
 def test_a_fresh_home_is_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     home = tmp_path / "deep" / "home"
@@ -43,6 +44,7 @@ def test_a_fresh_home_is_private_whatever_the_umask(tmp_path: Path, umask: int) 
     assert "open to its group or others" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_wal_and_shm_follow_the_ledger(tmp_path: Path) -> None:
     home = tmp_path / "home"
     assert run(["db", "upgrade"], home, 0o000).returncode == 0
@@ -72,6 +74,7 @@ def test_wal_and_shm_follow_the_ledger(tmp_path: Path) -> None:
         server.wait(30)
 
 
+@pytest.mark.slow
 def test_existing_files_keep_their_mode_and_a_loose_ledger_is_named(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o755)
@@ -85,6 +88,7 @@ def test_existing_files_keep_their_mode_and_a_loose_ledger_is_named(tmp_path: Pa
     assert proc.stderr.count("open to its group or others (mode 0644)") == 1, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o077, 0o600)])
 def test_export_files_follow_the_umask(tmp_path: Path, umask: int, expected: int) -> None:
     home = tmp_path / "home"

@@ -11,9 +11,6 @@ import os
 import random
 import shutil
 import sqlite3
-import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,12 +23,13 @@ import orjson
 import psycopg
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fastapi.testclient import TestClient
-from payloads import metric_samples, sample
-from pg import PostgresServer
 from psycopg import sql
 from sqlalchemy.engine import make_url
+from support.disk import filled
+from support.payloads import WEBHOOK_FIXTURES, metric_samples, sample
+from support.pg import PostgresServer
+from support.servers import serve_in_thread
 
 from api.app import create_app
 from api.disk_full import DETAIL, RETRY_AFTER_SECONDS, is_disk_full
@@ -42,71 +40,8 @@ from store.schema import events, series
 from store.settings import Settings
 from store.timefmt import parse_rfc3339_us
 
-DISK_SIZE = "32m"
 BATCH = "application/cloudevents-batch+json"
-PAGERDUTY_TRIGGERED = Path("/work/shared/data/fixtures/pagerduty-v3/triggered_v3.json")
-
-
-# -- the disk ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def disk() -> Iterator[Path]:
-    """A small tmpfs of its own, unmounted after the test.
-
-    Outside pytest's private temporary directory, so that PostgreSQL (running as the postgres
-    user) can reach a tablespace on it.
-    """
-    mount = Path(tempfile.mkdtemp(prefix="opsledger-disk-", dir="/tmp"))
-    try:
-        r = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE},mode=0755", "opsledger-test", mount],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        problem = (r.stderr.strip() or f"exit status {r.returncode}") if r.returncode else None
-    except FileNotFoundError as exc:
-        problem = str(exc)
-    if problem is not None:
-        mount.rmdir()
-        reason = f"cannot mount a tmpfs for the full-disk tests (they need root): {problem}"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)  # CI runs as root: never a silent skip there
-        pytest.skip(reason)
-    try:
-        yield mount
-    finally:
-        r = subprocess.run(["umount", mount], capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            subprocess.run(["umount", "--lazy", mount], check=False)
-        mount.rmdir()
-        assert r.returncode == 0, f"{mount} was still in use at the end of the test: {r.stderr}"
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-@contextmanager
-def filled(disk: Path, leave: int = 0) -> Iterator[Path]:
-    """A filler file leaving about `leave` bytes free; deleted on exit (space returns)."""
-    filler = disk / "filler"
-    chunk = b"\xa5" * (1 << 20)  # written, not sparse: tmpfs allocates what is written
-    try:
-        with filler.open("wb") as f:
-            todo = max(0, free_bytes(disk) - leave)
-            try:
-                while todo > 0:
-                    todo -= f.write(chunk[: min(len(chunk), todo)])
-                    f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-        assert free_bytes(disk) <= leave + 4096
-        yield filler
-    finally:
-        filler.unlink(missing_ok=True)
+PAGERDUTY_TRIGGERED = WEBHOOK_FIXTURES / "pagerduty-v3" / "triggered_v3.json"
 
 
 # -- recognising a full disk ------------------------------------------------------------------
@@ -356,27 +291,9 @@ def _wide_batch(tag: str, series_n: int) -> list[dict[str, Any]]:
 @contextmanager
 def served(settings: Settings) -> Iterator[tuple[str, Any]]:
     """The real app under uvicorn on a free loopback port, in a thread."""
-    import socket
-
     app = create_app(settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        assert not thread.is_alive()
+    with serve_in_thread(app) as url:
+        yield url, app
 
 
 def _ledger_ids(client: httpx.Client, url: str, read: dict[str, str]) -> list[tuple[int, str]]:
@@ -410,6 +327,7 @@ def _lag(client: httpx.Client, url: str, read: dict[str, str]) -> list[int]:
     return [p["lag"] for p in r.json()["projections"]]
 
 
+@pytest.mark.slow
 def test_a_full_disk_refuses_whole_batches_and_the_server_recovers(disk: Path) -> None:
     settings = _settings(disk)
     url = str(settings.database_url)

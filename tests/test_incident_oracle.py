@@ -25,7 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_incidents import Bed, make_bed
+from support.beds import Bed, make_bed
 
 BATCH = "application/cloudevents-batch+json"
 SEVERITIES = ("P0", "P1", "P2", "P3")  # most severe first
@@ -1005,7 +1005,7 @@ def deliver(
         r = bed.client.post(
             "/v1/events",
             content=json.dumps(chunk),
-            headers={**bed.auth(), "Content-Type": BATCH},
+            headers={**bed.headers(), "Content-Type": BATCH},
         )
         assert r.status_code == 200, r.text
         accepted += r.json()["accepted"]
@@ -1055,7 +1055,8 @@ def check_everything(bed: Bed, events: list[dict[str, Any]], now: datetime) -> l
 @pytest.fixture
 def bed(backend_url: str, tmp_path: Path) -> Iterator[Bed]:
     """The app on a fresh ledger of each backend."""
-    yield from make_bed(backend_url, tmp_path)
+    with make_bed(tmp_path, backend_url, projection_interval_seconds=3600) as b:
+        yield b
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -1068,7 +1069,7 @@ def test_metrics_and_breaches_equal_the_oracle(bed: Bed, seed: int) -> None:
 
     accepted, duplicates = deliver(bed, hist.events, rng, batches=5, dups=len(distinct) // 8)
     assert (accepted, duplicates) == (len(distinct), len(distinct) // 8)
-    bed.caught_up()
+    bed.wait_caught_up()
     first = check_everything(bed, hist.events, now)
 
     # Everything again, in another order: all duplicates, and no answer changes.
@@ -1076,7 +1077,7 @@ def test_metrics_and_breaches_equal_the_oracle(bed: Bed, seed: int) -> None:
     accepted, duplicates = deliver(bed, hist.events, rng, batches=3, dups=0)
     assert (accepted, duplicates) == (0, len(distinct))
     assert bed.ledger.head() == head
-    bed.caught_up()
+    bed.wait_caught_up()
     assert check_everything(bed, hist.events, now) == first
 
 

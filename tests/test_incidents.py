@@ -3,86 +3,38 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi.testclient import TestClient
+from support.beds import Bed, make_bed
 
-from api.app import create_app
 from ingest import incidents as commands
 from store.errors import StreamVersionError
-from store.keys import create_key
 from store.ledger import Ledger
-from store.settings import Settings
 
 
-@dataclass
-class Bed:
-    client: TestClient
-    ledger: Ledger
-    tokens: dict[str, str]
-
-    def auth(self, scope: str = "write") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[scope]}"}
-
-    def post(self, path: str, body: Any = None, **headers: str) -> httpx.Response:
-        return self.client.post(path, json=body, headers={**self.auth(), **headers})
-
-    def get(self, path: str, **params: Any) -> httpx.Response:
-        return self.client.get(path, params=params, headers=self.auth("read"))
-
-    def open(self, **fields: Any) -> dict[str, Any]:
-        body = {"title": "API 5xx", "severity": "P2", "cluster": "prod", **fields}
-        r = self.post("/v1/incidents", body)
-        assert r.status_code == 201, r.text
-        return r.json()
-
-    def caught_up(self) -> None:
-        """Wait until every projection has folded in the ledger head."""
-        head = self.ledger.head()
-        deadline = time.monotonic() + 10
-        while True:
-            states = self.get("/v1/projections").json()["projections"]
-            if all(s["position"] >= head for s in states):
-                return
-            assert time.monotonic() < deadline, states
-            time.sleep(0.05)
-
-
-def make_bed(url: str, tmp_path: Path) -> Iterator[Bed]:
-    settings = Settings(
-        database_url=url,
-        home=tmp_path,
-        read_model_path=tmp_path / "rm.duckdb",
-        projection_interval_seconds=3600,
-    )
-    app = create_app(settings)
-    ledger: Ledger = app.state.ledger
-    tokens = {s: create_key(ledger.engine, f"t-{s}", s)[1] for s in ("read", "write", "admin")}
-    with TestClient(app) as client:
-        yield Bed(client, ledger, tokens)
+def open_incident(bed: Bed, **fields: Any) -> dict[str, Any]:
+    body = {"title": "API 5xx", "severity": "P2", "cluster": "prod", **fields}
+    r = bed.post("/v1/incidents", body)
+    assert r.status_code == 201, r.text
+    return r.json()
 
 
 @pytest.fixture
 def bed(backend_url: str, tmp_path: Path) -> Iterator[Bed]:
     """The app on a fresh ledger of each backend, with read, write and admin keys."""
-    yield from make_bed(backend_url, tmp_path)
+    with make_bed(tmp_path, backend_url, projection_interval_seconds=3600) as b:
+        yield b
 
 
 @pytest.fixture
 def sqlite_bed(tmp_path: Path) -> Iterator[Bed]:
     """The app on a fresh SQLite ledger."""
-    from store.migrate import upgrade
-
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    yield from make_bed(url, tmp_path)
+    with make_bed(tmp_path, projection_interval_seconds=3600) as b:
+        yield b
 
 
 def rfc(dt: datetime) -> str:
@@ -93,7 +45,7 @@ def rfc(dt: datetime) -> str:
 
 
 def test_a_full_lifecycle_records_one_event_per_version(bed: Bed) -> None:
-    inc = bed.open(namespace="payments", service="checkout", incident_id="INC-1")
+    inc = open_incident(bed, namespace="payments", service="checkout", incident_id="INC-1")
     assert inc["status"] == "open" and inc["version"] == 1 and inc["severity_max"] == "P2"
     steps = [
         ("acknowledge", {"by": "alice"}, "acknowledged"),
@@ -127,7 +79,7 @@ def test_a_full_lifecycle_records_one_event_per_version(bed: Bed) -> None:
 
 
 def test_invalid_transitions_answer_409_with_the_state_and_write_nothing(bed: Bed) -> None:
-    bed.open(incident_id="INC-2")
+    open_incident(bed, incident_id="INC-2")
     bed.post("/v1/incidents/INC-2/resolve")
     head = bed.ledger.head()
     for action in ("acknowledge", "mitigate", "resolve"):
@@ -149,12 +101,12 @@ def test_invalid_transitions_answer_409_with_the_state_and_write_nothing(bed: Be
 def test_unknown_incidents_are_404(bed: Bed) -> None:
     r = bed.post("/v1/incidents/NOPE/acknowledge")
     assert r.status_code == 404 and "NOPE" in r.json()["detail"]
-    r = bed.client.patch("/v1/incidents/NOPE", json={"note": "x"}, headers=bed.auth())
+    r = bed.client.patch("/v1/incidents/NOPE", json={"note": "x"}, headers=bed.headers())
     assert r.status_code == 404
 
 
 def test_a_stale_if_match_is_409_with_the_current_version(bed: Bed) -> None:
-    bed.open(incident_id="INC-3")
+    open_incident(bed, incident_id="INC-3")
     assert (
         bed.post("/v1/incidents/INC-3/acknowledge", None, **{"If-Match": '"1"'}).status_code == 200
     )
@@ -167,19 +119,19 @@ def test_a_stale_if_match_is_409_with_the_current_version(bed: Bed) -> None:
 
 
 def test_patch_changes_severity_notes_and_links_atomically(bed: Bed) -> None:
-    bed.open(incident_id="INC-4", severity="P3")
+    open_incident(bed, incident_id="INC-4", severity="P3")
     r = bed.client.patch(
         "/v1/incidents/INC-4",
         json={"severity": "P1", "note": "customers affected", "postmortem_url": "https://w/pm/4"},
-        headers={**bed.auth(), "If-Match": "1"},
+        headers={**bed.headers(), "If-Match": "1"},
     )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["severity"] == "P1" and body["severity_max"] == "P1" and body["version"] == 4
     assert body["postmortem_url"] == "https://w/pm/4"
-    r = bed.client.patch("/v1/incidents/INC-4", json={"severity": "P1"}, headers=bed.auth())
+    r = bed.client.patch("/v1/incidents/INC-4", json={"severity": "P1"}, headers=bed.headers())
     assert r.status_code == 409 and "already P1" in r.json()["detail"]
-    r = bed.client.patch("/v1/incidents/INC-4", json={}, headers=bed.auth())
+    r = bed.client.patch("/v1/incidents/INC-4", json={}, headers=bed.headers())
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
     assert bed.ledger.head() == 4
 
@@ -206,7 +158,7 @@ def test_bad_open_bodies_are_422_naming_the_field(
 
 
 def test_back_filled_commands_keep_history_in_order(sqlite_bed: Bed) -> None:
-    sqlite_bed.open(incident_id="INC-5", at="2026-10-01T10:00:00Z")
+    open_incident(sqlite_bed, incident_id="INC-5", at="2026-10-01T10:00:00Z")
     r = sqlite_bed.post("/v1/incidents/INC-5/acknowledge", {"at": "2026-10-01T09:00:00Z"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "at"
     r = sqlite_bed.post("/v1/incidents/INC-5/acknowledge", {"at": "2026-10-01T10:12:00Z"})
@@ -217,11 +169,11 @@ def test_commands_need_the_write_scope(sqlite_bed: Bed) -> None:
     r = sqlite_bed.client.post(
         "/v1/incidents",
         json={"title": "x", "severity": "P1", "cluster": "c"},
-        headers=sqlite_bed.auth("read"),
+        headers=sqlite_bed.headers("read"),
     )
     assert r.status_code == 403
     assert (
-        sqlite_bed.client.put("/v1/sla/policy", json={}, headers=sqlite_bed.auth()).status_code
+        sqlite_bed.client.put("/v1/sla/policy", json={}, headers=sqlite_bed.headers()).status_code
         == 403
     )
 
@@ -285,7 +237,7 @@ def test_unpinned_racers_are_serialised_and_judged_again(ledger: Ledger) -> None
 
 
 def test_racing_http_clients(bed: Bed) -> None:
-    bed.open(incident_id="H")
+    open_incident(bed, incident_id="H")
     codes: list[int] = []
     barrier = threading.Barrier(2)
 
@@ -308,12 +260,12 @@ def test_racing_http_clients(bed: Bed) -> None:
 
 def test_the_read_model_lists_shows_and_measures(bed: Bed) -> None:
     t0 = datetime(2026, 10, 5, 14, 0, tzinfo=UTC)
-    bed.open(incident_id="A", severity="P1", at=rfc(t0), namespace="payments")
+    open_incident(bed, incident_id="A", severity="P1", at=rfc(t0), namespace="payments")
     bed.post("/v1/incidents/A/acknowledge", {"at": rfc(t0 + timedelta(minutes=90))})
     bed.post("/v1/incidents/A/resolve", {"at": rfc(t0 + timedelta(hours=5))})
-    bed.open(incident_id="B", severity="P2", at=rfc(t0 + timedelta(days=1)))
+    open_incident(bed, incident_id="B", severity="P2", at=rfc(t0 + timedelta(days=1)))
     bed.post("/v1/incidents/B/acknowledge", {"at": rfc(t0 + timedelta(days=1, minutes=30))})
-    bed.caught_up()
+    bed.wait_caught_up()
 
     r = bed.get("/v1/incidents", status="resolved")
     assert [i["incident_id"] for i in r.json()["items"]] == ["A"] and r.json()["total"] == 1
@@ -351,8 +303,8 @@ def test_the_read_model_lists_shows_and_measures(bed: Bed) -> None:
 def test_a_policy_set_later_rejudges_incidents_it_governs(sqlite_bed: Bed) -> None:
     bed = sqlite_bed
     t0 = datetime(2026, 10, 9, 22, 0, tzinfo=UTC)  # a Friday, 18:00 in New York
-    bed.open(incident_id="P3-FRI", severity="P3", at=rfc(t0))
-    bed.caught_up()
+    open_incident(bed, incident_id="P3-FRI", severity="P3", at=rfc(t0))
+    bed.wait_caught_up()
     assert bed.get("/v1/incidents/P3-FRI").json()["response_due_at"] == "2026-10-12T17:00:00Z"
     yaml_policy = b"""
 timezone: America/New_York
@@ -364,11 +316,11 @@ resolution: {P3: 5d}
         "/v1/sla/policy",
         content=yaml_policy,
         params={"effective_from": "2026-10-01T00:00:00Z"},
-        headers={**bed.auth("admin"), "Content-Type": "application/yaml"},
+        headers={**bed.headers("admin"), "Content-Type": "application/yaml"},
     )
     assert r.status_code == 200, r.text
     assert r.json()["policy"]["response"]["P3"] == "next_business_day"
-    bed.caught_up()
+    bed.wait_caught_up()
     inc = bed.get("/v1/incidents/P3-FRI").json()
     # Monday is a holiday: due at Tuesday's close, 17:00 EDT.
     assert inc["response_due_at"] == "2026-10-13T21:00:00Z"
@@ -401,7 +353,7 @@ def test_bad_policies_are_refused_and_write_nothing(
     r = sqlite_bed.client.put(
         "/v1/sla/policy",
         content=content,
-        headers={**sqlite_bed.auth("admin"), "Content-Type": ctype},
+        headers={**sqlite_bed.headers("admin"), "Content-Type": ctype},
     )
     assert r.status_code == status, r.text
     if field:
@@ -409,6 +361,7 @@ def test_bad_policies_are_refused_and_write_nothing(
     assert sqlite_bed.ledger.head() == 0
 
 
+@pytest.mark.slow
 def test_the_demo_month_breaches_response_targets_in_several_severities(tmp_path: Path) -> None:
     import datetime as dt
 
@@ -443,11 +396,11 @@ def test_the_demo_month_breaches_response_targets_in_several_severities(tmp_path
 
 
 def test_the_timeline_merges_the_cluster_around_the_incident(sqlite_bed: Bed) -> None:
-    from payloads import cloudevent
-    from test_cluster_events import core_event, node
+    from support.payloads import cloudevent, core_event, node
 
     bed = sqlite_bed
-    bed.open(
+    open_incident(
+        bed,
         incident_id="T-1",
         severity="P1",
         cluster="prod-eks-1",
@@ -487,7 +440,7 @@ def test_the_timeline_merges_the_cluster_around_the_incident(sqlite_bed: Bed) ->
         **{"Content-Type": "application/cloudevents-batch+json"},
     )
     assert r.status_code == 200, r.text
-    bed.caught_up()
+    bed.wait_caught_up()
 
     r = bed.get("/v1/incidents/T-1/timeline", before="30m", after="30m")
     assert r.status_code == 200, r.text
@@ -514,13 +467,13 @@ def test_malformed_json_is_400_and_zero_targets_are_refused(sqlite_bed: Bed) -> 
     r = sqlite_bed.client.post(
         "/v1/incidents",
         content=b'{"title": "x", "severity": ',
-        headers={**sqlite_bed.auth(), "Content-Type": "application/json"},
+        headers={**sqlite_bed.headers(), "Content-Type": "application/json"},
     )
     assert r.status_code == 400 and r.json()["detail"].startswith("malformed JSON")
     r = sqlite_bed.client.put(
         "/v1/sla/policy",
         json={"response": {"P0": "0m"}},
-        headers=sqlite_bed.auth("admin"),
+        headers=sqlite_bed.headers("admin"),
     )
     assert r.status_code == 422, r.text
     (err,) = r.json()["errors"]

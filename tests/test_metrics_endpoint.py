@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from payloads import cloudevent, http_routes, pod_status
 from prometheus_client.parser import text_string_to_metric_families
+from support.beds import Bed, http_routes, make_bed
+from support.payloads import cloudevent, pod_status
 
-from api.app import create_app
+from analytics.readmodel.registry import default_projections
 from store.collectors import record_run
 from store.contract import validate_events
-from store.keys import create_key
-from store.ledger import Ledger
-from store.migrate import upgrade
-from store.settings import Settings
 
 CLUSTER = "prod-eks-1"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -32,59 +27,36 @@ def rfc(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass
-class Bed:
-    client: TestClient
-    ledger: Ledger
-    tokens: dict[str, str]
-
-    def auth(self, scope: str = "read") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[scope]}"}
-
-    def post(self, path: str, body: Any) -> Any:
-        r = self.client.post(path, json=body, headers=self.auth("write"))
-        assert r.status_code in (200, 201), r.text
-        return r.json()
-
-    def caught_up(self) -> None:
-        r = self.client.post("/v1/projections/catch-up", headers=self.auth("admin"))
-        assert r.status_code == 200, r.text
-
-    def scrape(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-        """Every sample of /metrics: {sample name: {sorted labels: value}}."""
-        r = self.client.get("/metrics", headers=self.auth())
-        assert r.status_code == 200, r.text
-        assert r.headers["content-type"].startswith("text/plain")
-        out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-        for family in text_string_to_metric_families(r.text):
-            for s in family.samples:
-                out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-        return out
+#: The figures are computed afresh on every scrape; only ingest and catch-ups move the read model.
+SETTINGS = {
+    "metrics_cache_seconds": 0,
+    "metrics_forecast_cache_seconds": 0,
+    "projection_interval_seconds": 3600,
+}
 
 
-def make_app(tmp_path: Path, **over: Any) -> tuple[Any, dict[str, str]]:
-    tmp_path.mkdir(exist_ok=True)
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    fields: dict[str, Any] = {"metrics_cache_seconds": 0, "metrics_forecast_cache_seconds": 0}
-    settings = Settings(
-        database_url=url,
-        home=tmp_path,
-        read_model_path=tmp_path / "rm.duckdb",
-        projection_interval_seconds=3600,
-        **(fields | over),
-    )
-    app = create_app(settings)
-    engine = app.state.ledger.engine
-    tokens = {s: create_key(engine, f"t-{s}", s)[1] for s in ("read", "write", "admin")}
-    return app, tokens
+def post(bed: Bed, path: str, body: Any) -> Any:
+    r = bed.post(path, body)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def scrape(bed: Bed) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every sample of /metrics: {sample name: {sorted labels: value}}."""
+    r = bed.client.get("/metrics", headers=bed.headers("read"))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
 
 
 @pytest.fixture
 def bed(tmp_path: Path) -> Iterator[Bed]:
-    app, tokens = make_app(tmp_path)
-    with TestClient(app) as client:
-        yield Bed(client, app.state.ledger, tokens)
+    with make_bed(tmp_path, **SETTINGS) as b:
+        yield b
 
 
 def labels(**kw: str) -> tuple[tuple[str, str], ...]:
@@ -113,19 +85,21 @@ def seed_incidents(bed: Bed) -> dict[str, dict[str, list[float]]]:
     for iid, sev, ago, ack, res, raised in INCIDENTS:
         opened = NOW - timedelta(minutes=ago)
         body = {"title": iid, "severity": sev, "cluster": CLUSTER, "incident_id": iid}
-        bed.post("/v1/incidents", body | {"at": rfc(opened)})
+        post(bed, "/v1/incidents", body | {"at": rfc(opened)})
         if raised:
             bed.client.patch(
                 f"/v1/incidents/{iid}",
                 json={"severity": raised, "at": rfc(opened + timedelta(seconds=60))},
-                headers=bed.auth("write"),
+                headers=bed.headers("write"),
             ).raise_for_status()
         if ack is not None:
-            bed.post(
-                f"/v1/incidents/{iid}/acknowledge", {"at": rfc(opened + timedelta(seconds=ack))}
+            post(
+                bed,
+                f"/v1/incidents/{iid}/acknowledge",
+                {"at": rfc(opened + timedelta(seconds=ack))},
             )
         if res is not None:
-            bed.post(f"/v1/incidents/{iid}/resolve", {"at": rfc(opened + timedelta(seconds=res))})
+            post(bed, f"/v1/incidents/{iid}/resolve", {"at": rfc(opened + timedelta(seconds=res))})
         if opened < MONTH_START:
             continue  # only this month's openings count (near a month's start, some may not)
         group = expected.setdefault(raised or sev, {"count": [], "mtta": [], "mttr": []})
@@ -135,7 +109,8 @@ def seed_incidents(bed: Bed) -> dict[str, dict[str, list[float]]]:
         if res is not None:
             group["mttr"].append(float(res))
     # Opened 40 days ago and never acknowledged: not this month's, but an open breach still.
-    bed.post(
+    post(
+        bed,
         "/v1/incidents",
         {"title": "old", "severity": "P1", "cluster": CLUSTER, "incident_id": "OLD"}
         | {"at": rfc(NOW - timedelta(days=40))},
@@ -145,8 +120,8 @@ def seed_incidents(bed: Bed) -> dict[str, dict[str, list[float]]]:
 
 def test_incident_figures_equal_an_independent_computation(bed: Bed) -> None:
     expected = seed_incidents(bed)
-    bed.caught_up()
-    m = bed.scrape()
+    bed.catch_up()
+    m = scrape(bed)
     for sev in ("P0", "P1", "P2", "P3"):
         group = expected.get(sev, {"count": [], "mtta": [], "mttr": []})
         assert m["opsledger_incidents_opened"][labels(severity=sev)] == len(group["count"])
@@ -202,7 +177,8 @@ def pvc_samples(
 
 def test_pvcs_by_status_and_days_to_90(bed: Bed) -> None:
     cap = 200 * 2**30
-    bed.post(
+    post(
+        bed,
         "/v1/events",
         [
             pvc_samples("full", "data-0", [0.92 * cap] * 12, cap),
@@ -211,9 +187,9 @@ def test_pvcs_by_status_and_days_to_90(bed: Bed) -> None:
             pvc_samples("growing", "data-2", list(np.linspace(0.5, 0.8, 73) * cap), cap, 60),
         ],
     )
-    bed.caught_up()
+    bed.catch_up()
     before = datetime.now(UTC)
-    m = bed.scrape()
+    m = scrape(bed)
     after = datetime.now(UTC)
     status = {dict(k)["status"]: v for k, v in m["opsledger_pvc_forecast_status"].items()}
     assert status == {"critical": 1, "warning": 0, "forecast": 1, "ok": 0, "insufficient_data": 1}
@@ -244,16 +220,16 @@ def test_pvcs_by_status_and_days_to_90(bed: Bed) -> None:
 
 
 def test_projection_lag_and_collector_health(bed: Bed) -> None:
-    bed.caught_up()
-    m = bed.scrape()
+    bed.catch_up()
+    m = scrape(bed)
     lags = m["opsledger_projection_lag_events"]
-    assert set(lags.values()) == {0.0} and len(lags) == 5
+    assert set(lags.values()) == {0.0} and len(lags) == len(default_projections())
     # Written around the API (no poke) and with a one-hour interval: the projections lag by 3.
     bed.ledger.append(validate_events([pod_status(f"p-{i}", restarts=i) for i in range(3)]))
-    m = bed.scrape()
+    m = scrape(bed)
     assert set(m["opsledger_projection_lag_events"].values()) == {3.0}
     assert m["opsledger_ledger_head_position"][()] == bed.ledger.head()
-    states = bed.client.get("/v1/projections", headers=bed.auth()).json()["projections"]
+    states = bed.client.get("/v1/projections", headers=bed.headers("read")).json()["projections"]
     assert {s["name"]: float(s["lag"]) for s in states} == {
         dict(k)["projection"]: v for k, v in m["opsledger_projection_lag_events"].items()
     }
@@ -263,7 +239,7 @@ def test_projection_lag_and_collector_health(bed: Bed) -> None:
     record_run(engine, "prometheus/prod", appended=7, error=None)
     for _ in range(2):
         record_run(engine, "aws/guardduty", appended=0, error="EndpointConnectionError")
-    m = bed.scrape()
+    m = scrape(bed)
     prom, gd = labels(collector="prometheus/prod"), labels(collector="aws/guardduty")
     assert m["opsledger_collector_up"] == {prom: 1.0, gd: 0.0}
     assert m["opsledger_collector_failures"] == {prom: 0.0, gd: 2.0}
@@ -278,16 +254,16 @@ def test_projection_lag_and_collector_health(bed: Bed) -> None:
 
 
 def test_requests_are_counted_by_route_template(bed: Bed) -> None:
-    before = bed.scrape().get("opsledger_http_requests_total", {})
+    before = scrape(bed).get("opsledger_http_requests_total", {})
     events_ok = labels(method="GET", route="/v1/events", status="200")
     for _ in range(3):
-        assert bed.client.get("/v1/events", headers=bed.auth()).status_code == 200
+        assert bed.client.get("/v1/events", headers=bed.headers("read")).status_code == 200
     for iid in ("INC-SECRET-1", "INC-SECRET-2"):
-        r = bed.client.get(f"/v1/incidents/{iid}", headers=bed.auth())
+        r = bed.client.get(f"/v1/incidents/{iid}", headers=bed.headers("read"))
         assert r.status_code == 404
-    assert bed.client.get("/v1/no/such/route/42", headers=bed.auth()).status_code == 404
+    assert bed.client.get("/v1/no/such/route/42", headers=bed.headers("read")).status_code == 404
     assert bed.client.get("/v1/events").status_code == 401
-    m = bed.scrape()
+    m = scrape(bed)
     counts = m["opsledger_http_requests_total"]
     assert counts[events_ok] - before.get(events_ok, 0.0) == 3
     by_id = labels(method="GET", route="/v1/incidents/{incident_id}", status="404")
@@ -314,9 +290,10 @@ def test_a_read_key_is_needed_unless_public(bed: Bed, tmp_path: Path) -> None:
     r = bed.client.get("/metrics", headers={"Authorization": "Bearer olk_wrong"})
     assert r.status_code == 401
     for scope in ("read", "write", "admin"):
-        assert bed.client.get("/metrics", headers=bed.auth(scope)).status_code == 200
+        assert bed.client.get("/metrics", headers=bed.headers(scope)).status_code == 200
     r = bed.client.get(
-        "/metrics", headers=bed.auth() | {"Accept": "application/openmetrics-text; version=1.0.0"}
+        "/metrics",
+        headers=bed.headers("read") | {"Accept": "application/openmetrics-text; version=1.0.0"},
     )
     assert r.status_code == 200 and r.headers["content-type"].startswith(
         "application/openmetrics-text"
@@ -324,10 +301,11 @@ def test_a_read_key_is_needed_unless_public(bed: Bed, tmp_path: Path) -> None:
     assert r.text.endswith("# EOF\n")
 
     # Public, and with the read-model figures cached for 5 minutes.
-    app, _ = make_app(tmp_path / "public", metrics_public=True, metrics_cache_seconds=300)
-    with TestClient(app) as client:
+    fields = SETTINGS | {"metrics_public": True, "metrics_cache_seconds": 300}
+    with make_bed(tmp_path / "public", **fields) as public:
+        client = public.client
         first = client.get("/metrics")
         assert first.status_code == 200, first.text
-        record_run(app.state.ledger.engine, "kubernetes/prod", appended=1, error=None)
+        record_run(public.ledger.engine, "kubernetes/prod", appended=1, error=None)
         assert "kubernetes/prod" not in client.get("/metrics").text  # still the cached figures
         assert client.get("/metrics", headers={"Authorization": "Bearer junk"}).status_code == 200

@@ -82,6 +82,7 @@ def test_script_location_is_the_installed_package() -> None:
     assert (location / "versions").is_dir()
 
 
+@pytest.mark.slow
 def test_migrations_run_from_an_installed_wheel(tmp_path: Path) -> None:
     # Build from a copy: an in-tree setuptools build would leave build/ and *.egg-info behind.
     source = tmp_path / "src"

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payloads import Bed, make_bed
+from support.beds import Bed, make_bed
+from support.payloads import WEBHOOK_FIXTURES
 
 #: Answers that are pages for a browser, not the JSON error envelope.
 HTML_REFUSALS = {("post", "/reports/login", "400"), ("post", "/reports/login", "401")}
@@ -179,7 +180,7 @@ def test_the_declared_bodies_accept_what_the_routes_accept(doc: dict[str, Any]) 
     for example in examples:
         assert not list(event.iter_errors(example)), example["id"]
 
-    fixtures = Path("/work/shared/data/fixtures")  # as tests/test_webhooks.py reads them
+    fixtures = WEBHOOK_FIXTURES
     for folder, path in (("alertmanager", "alertmanager"), ("pagerduty-v3", "pagerduty")):
         schema = doc["paths"][f"/v1/webhooks/{path}"]["post"]["requestBody"]["content"]
         check = jsonschema.Draft202012Validator(schema["application/json"]["schema"])

@@ -10,7 +10,6 @@ own routes.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,8 +20,15 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
-from payloads import (
-    OPSLEDGER,
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from support.cli import OPSLEDGER
+from support.payloads import (
     cost_daily,
     incident_milestone,
     incident_opened,
@@ -32,13 +38,7 @@ from payloads import (
     pod_status,
     sample,
 )
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from support.servers import free_port
 
 from store.keys import create_key
 from store.ledger import Ledger
@@ -60,12 +60,6 @@ class Served:
 
     url: str
     tokens: dict[str, str]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _seed_events() -> list[dict[str, Any]]:
@@ -103,7 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         s: create_key(ledger.engine, f"fuzz-{s}", s)[1] for s in ("read", "write", "admin", "query")
     }
     ledger.engine.dispose()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEDGER_")}
     env |= {"OPSLEDGER_HOME": str(home), "OPSLEDGER_LOG_LEVEL": "warning"}
     log = (home / "server.log").open("wb")
@@ -183,6 +177,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "path", "mode"), CASES, ids=[f"{m} {p} {mode.value}" for m, p, mode in CASES]
 )
@@ -211,6 +206,7 @@ def test_every_answer_is_declared(
     assert calls["n"] >= 1
 
 
+@pytest.mark.slow
 def test_the_served_document_is_the_one_tested(served: Served) -> None:
     served_paths = httpx.get(served.url + "/openapi.json").json()["paths"]
     served_operations = sorted((m.upper(), p) for p, ops in served_paths.items() for m in ops)

@@ -24,11 +24,15 @@ from typing import Any
 import duckdb
 import numpy as np
 import pytest
-from conftest import BACKENDS, new_database_url
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from payloads import (
+from prometheus_client.parser import text_string_to_metric_families
+from support.capacity_tables import TABLES, assert_same_rows, values_sql
+from support.cli import run_cli
+from support.databases import BACKENDS, new_database_url
+from support.disk import filled
+from support.payloads import (
     cloudevent,
     cost_daily,
     incident_milestone,
@@ -36,12 +40,8 @@ from payloads import (
     k8s_event,
     metric_samples,
     pod_status,
-    run_cli,
     sample,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from test_full_disk import disk, filled  # noqa: F401 - `disk` is a fixture
-from test_projections import TABLES, assert_same_rows, values_sql
 
 from analytics.capacity.projection import CapacityProjection
 from analytics.cost.projection import CostProjection
@@ -604,6 +604,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @settings(
     max_examples=20,
     deadline=None,
@@ -805,6 +806,7 @@ def test_the_api_metrics_and_digest_report_them_and_a_rebuild_answers_200(
         assert scrape_metrics(client, read)["opsledger_projection_failing"]["cost"] == 0.0
 
 
+@pytest.mark.slow
 def test_opsledger_projections_status_lists_them(tmp_path: Path) -> None:
     """`opsledger project` and `opsledger projections status` (no server) show the count per
     projection and a line per skipped event, with its position and error."""
@@ -843,7 +845,7 @@ def test_opsledger_projections_status_lists_them(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_under_the_read_model_poisons_nothing(
-    disk: Path,  # noqa: F811 - the fixture imported above
+    disk: Path,
     sqlite_ledger: Ledger,
 ) -> None:
     """Catch-ups on a read model whose disk is full fail without skipping an event; with

@@ -7,7 +7,6 @@ killed with SIGKILL. Hypothesis drives the incremental-vs-rebuild property.
 from __future__ import annotations
 
 import calendar
-import math
 import os
 import random
 import shutil
@@ -25,7 +24,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from payloads import incident_milestone, incident_opened, metric_samples, pod_status, sample
+from support import SUPPORT
+from support.capacity_tables import NAMES, TABLES, assert_same_rows, values_sql
+from support.payloads import incident_milestone, incident_opened, metric_samples, pod_status, sample
 
 from analytics.capacity.projection import NAMESPACE_METRICS, NODE_METRICS, CapacityProjection
 from analytics.readmodel.model import ReadModel, ReadModelBusy
@@ -34,7 +35,7 @@ from store.contract import Event, batch_from_columns, samples_event, validate_ev
 from store.ledger import Ledger
 from store.migrate import upgrade
 
-WORKER = Path(__file__).with_name("projection_worker.py")
+WORKER = SUPPORT / "projection_worker.py"
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "//opsledger.test/prometheus"
 HOUR_US = 3_600_000_000
@@ -44,47 +45,6 @@ CAPACITY_METRICS = NODE_METRICS | NAMESPACE_METRICS
 NODE_METRIC_NAMES = sorted(NODE_METRICS)
 NS_METRIC_NAMES = sorted(NAMESPACE_METRICS)
 
-# Every column of each table, keys first: rows are compared in this order after sorting by all.
-TABLES: dict[str, tuple[str, ...]] = {
-    "cap_rollup": (
-        "step",
-        "scope",
-        "cluster",
-        "nodepool",
-        "node",
-        "namespace",
-        "resource",
-        "t",
-        "usage_avg",
-        "usage_p95",
-        "usage_max",
-        "requests_avg",
-        "allocatable_avg",
-        "utilization_avg",
-        "utilization_p95",
-        "commitment_avg",
-        "points",
-    ),
-    "cap_points": (
-        "cluster",
-        "scope",
-        "nodepool",
-        "node",
-        "namespace",
-        "resource",
-        "ts",
-        "usage",
-        "requests",
-        "allocatable",
-    ),
-    # The latest value of each series per timestamp, members named by their labels (see
-    # values_sql): what the points and rollups are recomputed from.
-    "cap_node_values": ("cluster", "nodepool", "node", "ts", "cpu_u", "cpu_a", "mem_u", "mem_a"),
-    "cap_ns_values": ("cluster", "namespace", "ts", "cpu_u", "cpu_r", "mem_u", "mem_r", "pods"),
-    # One row per folded-in event: an event applied twice would leave the values unchanged
-    # (a series keeps one value per ts) but doubles its row here, so this proves exactly-once.
-    "cap_batches": ("position", "samples"),
-}
 KEYS: dict[str, tuple[str, ...]] = {
     "cap_rollup": TABLES["cap_rollup"][:8],
     "cap_points": TABLES["cap_points"][:7],
@@ -139,15 +99,6 @@ def capacity(batch_events: int | None = None) -> CapacityProjection:
     return p
 
 
-def values_sql(table: str) -> str:
-    """A values table with each member named by its labels (ids depend on arrival order)."""
-    columns = ", ".join(c if c in NAMES else f"v.{c}" for c in TABLES[table])
-    return f"SELECT {columns} FROM {table} v LEFT JOIN cap_members m USING (member_id)"
-
-
-NAMES = ("cluster", "nodepool", "node", "namespace")
-
-
 def table_rows(model: ReadModel, table: str) -> list[tuple[Any, ...]]:
     """Every row of a capacity table, sorted by all its columns (keys first)."""
     cols = ", ".join(TABLES[table])
@@ -177,26 +128,6 @@ def assert_invariants(model: ReadModel) -> None:
     oracle = model.cursor().execute(f"SELECT * FROM ({ROLLUP_ORACLE}) ORDER BY {order}").fetchall()
     got = model.cursor().execute(f"SELECT {cols} FROM cap_rollup ORDER BY {order}").fetchall()
     assert_same_rows("cap_rollup vs its oracle", TABLES["cap_rollup"], got, oracle)
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equal, floats to 1e-9 relative."""
-    if isinstance(a, float) and isinstance(b, float):
-        # DuckDB's parallel sum/avg may group the same doubles differently from run to run,
-        # so incremental and rebuilt sums can differ in the last bits.
-        both_nan = math.isnan(a) and math.isnan(b)
-        return both_nan or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
-    return bool(a == b)
-
-
-def assert_same_rows(
-    what: str, cols: Sequence[str], got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]
-) -> None:
-    """Two sorted row lists are equal, floats to 1e-9 relative."""
-    assert len(got) == len(want), f"{what}: {len(got)} != {len(want)} rows"
-    for g, w in zip(got, want, strict=True):
-        bad = [(c, x, y) for c, x, y in zip(cols, g, w, strict=True) if not same_value(x, y)]
-        assert not bad, f"{what}: row differs {bad}:\n got  {g}\n want {w}"
 
 
 def assert_same_tables(got: ReadModel, want: ReadModel) -> None:
@@ -346,6 +277,7 @@ def plans(draw: st.DrawFn) -> tuple[list[Event], list[Any]]:
     return events, steps
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     deadline=None,
@@ -479,6 +411,7 @@ def assert_consistent(model_path: Path, expected: dict[int, int]) -> int:
         model.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 29])
 def test_sigkill_mid_catch_up_resumes_exactly_once(
     migrated_template: Path, tmp_path: Path, seed: int

@@ -15,19 +15,11 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
-from payloads import (
-    OPSLEDGER,
-    Bed,
-    cloudevent,
-    cost_daily,
-    incident_milestone,
-    k8s_event,
-    make_bed,
-    metric_samples,
-    node_status,
-    pod_status,
-    run_cli,
-)
+from support.beds import Bed, bed_settings
+from support.cli import OPSLEDGER, run_cli
+from support.payloads import cost_daily
+from support.query import ask, assert_alive, demo_bed, demo_events, opened
+from support.servers import announce_file, serve_in_thread
 
 from analytics.readmodel.model import ReadModel
 from analytics.readmodel.registry import default_projections
@@ -41,73 +33,11 @@ from store.contract import validate_events
 from store.ledger import Ledger
 from store.migrate import upgrade
 
-LIMITS = {
-    "query_snapshot_seconds": 0,
-    "query_timeout_seconds": 2,
-    "query_memory_limit": "256MB",
-    "query_max_rows": 50,
-    "query_max_result_bytes": 256 * 1024,
-}
-
-
-def opened(incident_id: str, severity: str, at: str, namespace: str) -> dict[str, Any]:
-    data = {
-        "incident_id": incident_id,
-        "title": f"{namespace} errors",
-        "severity": severity,
-        "namespace": namespace,
-        "service": f"{namespace}-api",
-    }
-    return cloudevent("opsledger.incident.opened", data, id=f"{incident_id}-opened", time=at)
-
-
-def demo_events() -> list[dict[str, Any]]:
-    """A small post-mortem's worth of facts: three incidents and what happened around them."""
-
-    def step(kind: str, incident_id: str, at: str) -> dict[str, Any]:
-        return incident_milestone(kind, f"{incident_id}-{kind}", incident_id=incident_id, time=at)
-
-    return [
-        opened("INC-1", "P1", "2026-10-14T03:12:00Z", "payments"),
-        step("acknowledged", "INC-1", "2026-10-14T03:20:00Z"),
-        step("mitigated", "INC-1", "2026-10-14T03:50:00Z"),
-        step("resolved", "INC-1", "2026-10-14T05:12:00Z"),
-        opened("INC-2", "P2", "2026-10-15T10:00:00Z", "search"),
-        step("acknowledged", "INC-2", "2026-10-15T16:00:00Z"),
-        opened("INC-3", "P0", "2026-10-16T22:00:00Z", "payments"),
-        node_status("node-notready", ready=False, time="2026-10-14T03:05:00Z"),
-        pod_status("pod-restarts", restarts=7, time="2026-10-14T03:10:00Z"),
-        k8s_event("k8s-backoff", time="2026-10-14T03:11:00Z"),
-        metric_samples("prom-1", time="2026-10-14T04:00:00Z"),
-        cost_daily("cost-1"),
-    ]
-
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    home = tmp_path_factory.mktemp("query")
-    with make_bed(home, read_model_path=home / "rm.duckdb", **LIMITS) as b:
-        assert b.post(demo_events()).status_code == 200
-        r = b.client.post("/v1/projections/catch-up", headers=b.headers("admin"))
-        assert r.status_code == 200, r.text
+    with demo_bed(tmp_path_factory.mktemp("query")) as b:
         yield b
-
-
-def ask(bed: Bed, sql: str, limit: int | None = None, scope: str = "query") -> Any:
-    body: dict[str, Any] = {"query": sql}
-    if limit is not None:
-        body["limit"] = limit
-    return bed.client.post("/v1/query", json=body, headers=bed.headers(scope))
-
-
-def assert_alive(bed: Bed) -> None:
-    """The service answers the next query and its probes, and the read model is whole."""
-    r = ask(bed, "SELECT count(*) AS n FROM incidents")
-    assert r.status_code == 200, r.text
-    assert r.json()["rows"] == [[3]]
-    assert bed.client.get("/healthz").status_code == 200
-    r = bed.client.get("/v1/incidents", headers=bed.headers("read"))
-    assert r.status_code == 200 and r.json()["total"] == 3, r.text
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -304,7 +234,7 @@ def test_query_scope_is_explicit(bed: Bed) -> None:
 
 def test_answers_follow_the_ledger(bed: Bed) -> None:
     # query_snapshot_seconds is 0 here: a changed read model is copied for the next query.
-    assert bed.post([cost_daily("cost-2", amount=7.5)]).status_code == 200
+    assert bed.post_events([cost_daily("cost-2", amount=7.5)]).status_code == 200
     bed.client.post("/v1/projections/catch-up", headers=bed.headers("admin"))
     r = ask(bed, "SELECT amount FROM cost_daily ORDER BY position DESC LIMIT 1")
     assert r.json()["rows"] == [[7.5]], r.text
@@ -731,6 +661,7 @@ def home(tmp_path: Path) -> Path:
 SQL = "SELECT incident_id, severity, status FROM incidents ORDER BY incident_id"
 
 
+@pytest.mark.slow
 def test_cli_query_formats_without_a_server(home: Path) -> None:
     csv_run, json_run, table_run, capped, refused, stopped = _run_many(
         home,
@@ -777,36 +708,23 @@ def _run(args: list[str], home: Path, extra: dict[str, str]) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow
 def test_cli_query_through_a_running_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uvicorn
-    from test_api_capacity import announce_file, free_port, settings_for
-
     from api.app import create_app
 
-    settings = settings_for(tmp_path).model_copy(update={"query_snapshot_seconds": 0})
+    settings = bed_settings(tmp_path, projection_interval_seconds=3600, query_snapshot_seconds=0)
     ledger = Ledger.from_url(str(settings.database_url))
     ledger.append(validate_events(demo_events()))
     ledger.engine.dispose()
     app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     announce = announce_file(settings, monkeypatch)
     extra = {
         "OPSLEDGER_DATABASE_URL": str(settings.database_url),
         "OPSLEDGER_READ_MODEL_PATH": str(settings.read_model),
     }
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        announce.write_text(f'{{"url": "http://127.0.0.1:{port}", "pid": {os.getpid()}}}')
+    with serve_in_thread(app, announce=announce):
         r = _run(["query", SQL, "--format", "csv"], tmp_path / "home", extra)
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines()[1:] == [
@@ -822,10 +740,6 @@ def test_cli_query_through_a_running_server(
         ledger = Ledger.from_url(str(settings.database_url))
         assert [k.scope for k in list_keys(ledger.engine)] == []
         ledger.engine.dispose()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        announce.unlink(missing_ok=True)
 
 
 def test_a_busy_projector_does_not_delay_queries_on_a_recent_snapshot(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import httpx
-from payloads import OPSLEDGER
-from test_api_capacity import free_port
-from test_query import demo_events
+import pytest
+from support.cli import OPSLEDGER
+from support.query import demo_events
+from support.servers import free_port
 
 from analytics.readmodel.model import ReadModel
 from analytics.readmodel.registry import default_projections
@@ -35,6 +36,7 @@ SLOW = "SELECT count(*) FROM range(1000000) a CROSS JOIN range(1000000) b"
 TIMEOUT_S = 3
 
 
+@pytest.mark.slow
 def test_slow_queries_queued_in_numbers_leave_the_server_responsive(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     upgrade(url)

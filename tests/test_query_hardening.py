@@ -12,8 +12,8 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
-from payloads import Bed, make_bed
-from test_query import LIMITS, ask, assert_alive, demo_events
+from support.beds import Bed, make_bed
+from support.query import LIMITS, ask, assert_alive, demo_bed
 
 from analytics.sql import pool as query_pool
 from analytics.sql.pool import QueryError, WorkerPool
@@ -61,6 +61,7 @@ AT_THE_CAP = [
 ]
 
 
+@pytest.mark.slow
 def test_answers_over_the_size_cap_are_truncated_consistently(
     pool: tuple[WorkerPool, Path],
 ) -> None:
@@ -110,11 +111,7 @@ def test_through_the_api_the_cap_truncates(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    home = tmp_path_factory.mktemp("attacks")
-    with make_bed(home, read_model_path=home / "rm.duckdb", **LIMITS) as b:
-        assert b.post(demo_events()).status_code == 200
-        r = b.client.post("/v1/projections/catch-up", headers=b.headers("admin"))
-        assert r.status_code == 200, r.text
+    with demo_bed(tmp_path_factory.mktemp("attacks")) as b:
         yield b
 
 

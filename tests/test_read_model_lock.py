@@ -24,9 +24,13 @@ import duckdb
 import httpx
 import orjson
 import pytest
-from payloads import OPSLEDGER, cost_daily, make_bed
-from test_api_capacity import free_port, samples_events
-from test_query import demo_events
+from support import SUPPORT
+from support.beds import make_bed
+from support.capacity import samples_events
+from support.cli import OPSLEDGER
+from support.payloads import cost_daily
+from support.query import demo_events
+from support.servers import free_port
 
 from analytics.readmodel.model import (
     ReadModel,
@@ -156,6 +160,7 @@ def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 # -- a served process keeps its lock; a second server and the CLI keep off --------------------
 
 
+@pytest.mark.slow
 def test_the_server_keeps_the_read_model_and_a_second_server_is_refused(tmp_path: Path) -> None:
     home, url = new_home(tmp_path)
     model = home / "analytics.duckdb"
@@ -288,7 +293,7 @@ def test_the_cli_goes_through_an_announced_server_even_when_it_could_open_the_fi
 def test_a_process_holding_the_read_model_keeps_others_off(tmp_path: Path) -> None:
     path = tmp_path / "rm.duckdb"
     holder = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "projection_worker.py"), "hold", str(path)],
+        [sys.executable, str(SUPPORT / "projection_worker.py"), "hold", str(path)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -358,33 +363,6 @@ def test_snapshots_copy_without_letting_go_of_the_lock(tmp_path: Path) -> None:
 
 
 # -- a fatal DuckDB error: reopened in place ----------------------------------------------------
-
-
-@pytest.fixture
-def disk() -> Iterator[Path]:
-    """A small tmpfs of its own (as in tests/test_full_disk.py; needs root, else skipped)."""
-    import tempfile
-
-    mount = Path(tempfile.mkdtemp(prefix="opsledger-rm-disk-", dir="/tmp"))
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m,mode=0755", "opsledger-test", mount],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        mount.rmdir()
-        reason = f"cannot mount a tmpfs (needs root): {r.stderr.strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    try:
-        yield mount
-    finally:
-        r = subprocess.run(["umount", mount], capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            subprocess.run(["umount", "--lazy", mount], check=False)
-        mount.rmdir()
 
 
 def fill(disk: Path) -> Path:

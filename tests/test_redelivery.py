@@ -17,16 +17,15 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from payloads import (
-    Bed,
+from support.beds import Bed, make_bed
+from support.cli import run_cli
+from support.payloads import (
     clone,
     cost_daily,
     incident_opened,
     k8s_event,
-    make_bed,
     metric_samples,
     pod_status,
-    run_cli,
     sample,
 )
 
@@ -86,7 +85,11 @@ def test_a_batch_with_exact_re_deliveries_is_accepted_and_counts_them(bed: Bed) 
     r = bed.client.post("/v1/events", json=batch, headers=bed.headers("write", BATCH))
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": 3, "duplicates": 4, "first_position": 1, "last_position": 3}
-    assert [e["id"] for e in bed.get(limit=10).json()["events"]] == ["a-inc", "a-pod", "a-prom"]
+    assert [e["id"] for e in bed.get_events(limit=10).json()["events"]] == [
+        "a-inc",
+        "a-pod",
+        "a-prom",
+    ]
     # Sent again, the whole batch is duplicates, the in-batch ones counted the same way.
     r = bed.client.post("/v1/events", json=batch, headers=bed.headers("write", BATCH))
     assert r.json() == {
@@ -116,7 +119,7 @@ def test_a_batch_reusing_an_id_with_other_content_is_a_conflict_and_writes_nothi
 
 
 def test_a_conflict_with_a_recorded_event_still_names_its_position(bed: Bed) -> None:
-    assert bed.post([pod_status("r-pod", restarts=1)]).status_code == 200
+    assert bed.post_events([pod_status("r-pod", restarts=1)]).status_code == 200
     changed = pod_status("r-pod", restarts=2)
     k8s = k8s_event("r-k8s")
     r = bed.client.post(
@@ -197,6 +200,7 @@ def test_import_conflict_inside_the_file_writes_nothing_unless_skipped(
         led.engine.dispose()
 
 
+@pytest.mark.slow
 def test_re_deliveries_of_an_event_that_conflicts_with_the_ledger_are_rejected_with_it(
     home: tuple[Path, str],
 ) -> None:

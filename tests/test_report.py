@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from payloads import cloudevent, run_cli
 from report_fixtures import (
+    CHARTS,
     CLUSTER,
     HOSTILE_FINDING,
     HOSTILE_NS,
@@ -22,13 +22,17 @@ from report_fixtures import (
     HOSTILE_TITLE,
     HOSTILE_URL,
     MONTH,
+    SECTIONS,
     append_raw,
     catch_up,
     copy_demo,
     hostile_ledger,
 )
+from support.cli import run_cli
+from support.payloads import cloudevent
 
-from analytics.outputs.report_data import Month, ReportError, gather
+from analytics.outputs.report_data import gather
+from analytics.outputs.report_model import Month, ReportError
 from analytics.readmodel.model import ReadModel
 from api.report.html import render
 from api.routes.reports import COOKIE, cookie_key_id, issue_cookie
@@ -38,38 +42,6 @@ from store.ledger import Ledger
 from store.settings import Settings
 from store.timefmt import parse_rfc3339_us
 
-SECTIONS = (
-    "summary",
-    "utilisation",
-    "namespaces",
-    "sustained",
-    "counts",
-    "headroom",
-    "storage",
-    "findings",
-    "incidents",
-    "cost",
-    "method",
-)
-CHARTS = (
-    "cluster-0-cpu",
-    "cluster-0-memory",
-    "pools-0-cpu",
-    "pools-0-memory",
-    "ns-0-cpu-commitment",
-    "ns-0-cpu-utilization",
-    "ns-0-memory-commitment",
-    "ns-0-memory-utilization",
-    "sustained-0",
-    "nodes-0",
-    "pods-0",
-    "headroom-0-0",
-    "pvc-0",
-    "findings",
-    "mtta-by-severity",
-    "mttr-by-severity",
-    "cost",
-)
 #: The only elements a report may contain: no script, image, link, frame, object or form.
 ALLOWED_TAGS = frozenset(
     {
@@ -162,21 +134,20 @@ def test_figures_are_those_of_the_analytics_functions(demo_copy: tuple[str, Path
     ledger = Ledger.from_url(url)
     model = ReadModel(path)
     try:
-        data = gather(model.cursor(), ledger, Month.parse(MONTH))
+        report = gather(model.cursor(), ledger, Month.parse(MONTH))
     finally:
         model.close()
         ledger.engine.dispose()
-    ranked = data["storage"]["ranked"]
-    days = [p["days_to_90"] for p in ranked if p["days_to_90"] is not None]
+    days = [p.days_to_90 for p in report.storage.ranked if p.days_to_90 is not None]
     assert days == sorted(days)
-    prev, cur = data["incidents"]["previous"]["total"], data["incidents"]["month"]["total"]
-    assert cur["incidents"] > 0 and prev["incidents"] > 0
-    assert data["incidents"]["month"]["start"] == "2026-10-01T00:00:00Z"
-    assert data["cost"]["days_elapsed"] == 31 and data["cost"]["budget"] == 30700.0
-    findings = data["findings"]["total"]
-    assert findings["opened"] > 0 and findings["open"] > 0
+    prev, cur = report.incidents.previous.total, report.incidents.month.total
+    assert cur.incidents > 0 and prev.incidents > 0
+    assert report.incidents.month.start == datetime(2026, 10, 1)
+    assert report.cost.days_elapsed == 31 and report.cost.budget == 30700.0
+    findings = report.findings.total
+    assert findings.opened > 0 and findings.open > 0
     # Open breaches are judged at the month's end, never after it.
-    assert all(b["due_at"] < "2026-11-01T00:00:00Z" for b in data["incidents"]["month"]["breaches"])
+    assert all(b.due_at < datetime(2026, 11, 1) for b in report.incidents.month.breaches)
 
 
 def test_nothing_is_fetched_or_linked_outside_the_page(demo_html: str) -> None:

@@ -15,9 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
-from report_fixtures import MONTH, copy_demo
-from test_api_capacity import free_port
-from test_report import CHARTS, SECTIONS
+from report_fixtures import CHARTS, MONTH, SECTIONS, copy_demo
+from support.servers import free_port
 
 from api.app import create_app
 from store.keys import create_key
@@ -179,7 +178,7 @@ def test_the_cli_asks_the_server_holding_the_read_model(
     import subprocess
 
     import httpx
-    from payloads import OPSLEDGER
+    from support.cli import OPSLEDGER
 
     base, token = server
     announce = settings.server_file

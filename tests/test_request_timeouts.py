@@ -3,26 +3,17 @@ too slowly gets 408 and loses its connection, writes nothing, and never holds ot
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-from payloads import OPSLEDGER, incident_opened
 from pydantic import ValidationError
-from test_api_capacity import free_port
+from support.payloads import incident_opened
+from support.servers import Server, connect, read_until_closed, serve
 
-from store.engine import make_engine
-from store.keys import create_key
-from store.ledger import Ledger
-from store.migrate import upgrade
 from store.settings import Settings
 
 #: The limits the server under test runs with: short, so that each test takes seconds.
@@ -30,105 +21,6 @@ READ = 1.0
 BODY = 3.0
 #: How late a close may come on a machine shared with other work.
 SLACK = 1.5
-
-
-@dataclass
-class Server:
-    """A running `opsledger serve`: its port, ledger URL, a key per scope and its logs."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
-    url: str
-    db: str
-    tokens: dict[str, str]
-    logs: tuple[Path, Path]
-
-    def log(self, since: tuple[int, ...] = (0, 0)) -> str:
-        """What the server wrote (access log on stdout, the rest on stderr), from `since`."""
-        return "".join(
-            p.read_bytes()[n:].decode("utf-8", "replace")
-            for p, n in zip(self.logs, since, strict=True)
-        )
-
-    def sizes(self) -> tuple[int, ...]:
-        """Where its logs end now, to read only what comes after."""
-        return tuple(p.stat().st_size for p in self.logs)
-
-    def head(self) -> int:
-        """The ledger's head, read beside the server."""
-        ledger = Ledger.from_url(self.db)
-        try:
-            return ledger.head()
-        finally:
-            ledger.engine.dispose()
-
-
-@contextmanager
-def serve(tmp: Path, db: str | None = None, **settings: str) -> Iterator[Server]:
-    """`opsledger serve` on a free loopback port, with OPSLEDGER_<NAME> settings."""
-    home = tmp / "home"
-    home.mkdir()
-    if db is None:
-        db = f"sqlite:///{home / 'ledger.db'}"
-        upgrade(db)
-    engine = make_engine(db)
-    try:
-        tokens = {s: create_key(engine, f"t-{s}", s)[1] for s in ("read", "write")}
-    finally:
-        engine.dispose()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEDGER_")}
-    env.update({f"OPSLEDGER_{k.upper()}": v for k, v in settings.items()})
-    env.update(OPSLEDGER_HOME=str(home), OPSLEDGER_DATABASE_URL=db, PYTHONUNBUFFERED="1")
-    logs = (tmp / "stdout.log", tmp / "stderr.log")
-    with logs[0].open("wb") as out, logs[1].open("wb") as err:
-        proc = subprocess.Popen(
-            [str(OPSLEDGER), "serve", "--port", str(port)], env=env, stdout=out, stderr=err
-        )
-    server = Server(proc, port, f"http://127.0.0.1:{port}", db, tokens, logs)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, server.log()
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"opsledger serve did not answer:\n{server.log()}"
-            time.sleep(0.1)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def connect(server: Server) -> socket.socket:
-    """A raw TCP connection to the server."""
-    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
-
-
-def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
-    """All bytes the server sends until it closes, and the monotonic time it closed (or gave
-    up after `limit` seconds: then the time is infinite)."""
-    data = b""
-    end = time.monotonic() + limit
-    while (left := end - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            break
-        except ConnectionResetError:
-            return data, time.monotonic()
-        if not chunk:
-            return data, time.monotonic()
-        data += chunk
-    return data, float("inf")
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -257,6 +149,7 @@ def test_a_body_that_trickles_then_stalls_is_408_and_writes_nothing(server: Serv
     assert server.head() == before
 
 
+@pytest.mark.slow
 def test_a_body_that_trickles_past_the_body_deadline_is_408(server: Server) -> None:
     body = orjson.dumps(incident_opened(id="trickled-body"))
     before = server.head()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from payloads import cloudevent, sample
+from support.payloads import cloudevent, sample
 
 from analytics.outputs.report_data import Month, gather
 from analytics.readmodel.model import ReadModel
@@ -126,6 +126,7 @@ def model(tmp_path: Path) -> Any:
     m.close()
 
 
+@pytest.mark.slow
 def test_each_ended_month_is_kept_and_equals_a_fit(ledger: Ledger, model: ReadModel) -> None:
     ledger.append(day_events())
     storage_runner(ledger, model, LATER).catch_up()
@@ -145,6 +146,7 @@ def test_each_ended_month_is_kept_and_equals_a_fit(ledger: Ledger, model: ReadMo
     assert month_end_forecasts(con, DEC) == fitted(model, DEC)  # not kept: fitted on request
 
 
+@pytest.mark.slow
 def test_a_month_is_kept_only_once_it_has_ended(ledger: Ledger, model: ReadModel) -> None:
     ledger.append(day_events())
     storage_runner(ledger, model, datetime(2026, 10, 31, 23, 59)).catch_up()
@@ -155,6 +157,7 @@ def test_a_month_is_kept_only_once_it_has_ended(ledger: Ledger, model: ReadModel
     assert month_end_forecasts(model.cursor(), NOV) == fitted(model, NOV)
 
 
+@pytest.mark.slow
 def test_late_samples_make_kept_forecasts_stale_until_refitted(
     ledger: Ledger, model: ReadModel
 ) -> None:
@@ -196,6 +199,7 @@ def test_late_samples_make_kept_forecasts_stale_until_refitted(
     assert kept_rows(model) != kept and month_end_forecasts(con, NOV) == fitted(model, NOV)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("late", "stale_ends"),
     [
@@ -227,6 +231,7 @@ def test_a_late_sample_is_stale_for_every_month_end_whose_window_holds_it(
     assert sorted(r[0] for r in ends.fetchall()) == stale_ends
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 def test_catch_up_in_any_pages_and_clocks_equals_a_rebuild(
     ledger: Ledger, tmp_path: Path, seed: int
@@ -261,6 +266,7 @@ def test_catch_up_in_any_pages_and_clocks_equals_a_rebuild(
         model.close()
 
 
+@pytest.mark.slow
 def test_the_report_is_the_same_whether_the_month_end_is_kept_or_fitted(
     ledger: Ledger, tmp_path: Path
 ) -> None:
@@ -273,7 +279,7 @@ def test_the_report_is_the_same_whether_the_month_end_is_kept_or_fitted(
             Runner(ledger, model, default_projections(), clock=fixed(now)).catch_up()
             assert (NOV in settled(model)) == (name == "kept")
             data = gather(model.cursor(), ledger, month)
-            assert data["storage"]["count"] == len(VOLUMES)
+            assert data.storage.count == len(VOLUMES)
             pages.append(render(data))
         finally:
             model.close()

@@ -272,6 +272,7 @@ def windows(draw: st.DrawFn) -> tuple[datetime, datetime]:
     return start, T0 + draw(st.integers(10, 70)) * STEP
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30,
     deadline=None,

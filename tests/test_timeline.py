@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_cluster_events import core_event, finding, new_event, node, pod
+from support.payloads import core_event, finding, new_event, node, pod
 
 from analytics.capacity.projection import CapacityProjection
 from analytics.cluster_events.projection import ClusterEventsProjection
@@ -33,8 +33,12 @@ END = datetime(2026, 10, 14, 6, 0)
 
 
 @dataclass
-class Bed:
-    """A ledger, a read model with the capacity and cluster_events projections, a runner."""
+class ContextBed:
+    """A ledger, a read model with the capacity and cluster_events projections, a runner.
+
+    Not the app bed of support.beds: the context is a query of the read model, called here
+    directly, so no app, client or keys; only the two projections it reads, in memory.
+    """
 
     ledger: Ledger
     model: ReadModel
@@ -77,14 +81,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def bed(template: Path, tmp_path: Path) -> Iterator[Bed]:
+def bed(template: Path, tmp_path: Path) -> Iterator[ContextBed]:
     path = tmp_path / "ledger.db"
     shutil.copy(template, path)
     ledger = Ledger.from_url(f"sqlite:///{path}")
     model = ReadModel(":memory:")
     runner = Runner(ledger, model, [CapacityProjection(), ClusterEventsProjection()])
     try:
-        yield Bed(ledger, model, runner)
+        yield ContextBed(ledger, model, runner)
     finally:
         model.close()
         ledger.engine.dispose()
@@ -125,7 +129,7 @@ def warning(
 # -- window, namespace, cluster ------------------------------------------------------------------
 
 
-def test_window_is_start_inclusive_end_exclusive(bed: Bed) -> None:
+def test_window_is_start_inclusive_end_exclusive(bed: ContextBed) -> None:
     bed.add(
         warning("w-before", "2026-10-14T03:59:59.999999Z", "a"),
         warning("w-start", "2026-10-14T04:00:00Z", "b"),
@@ -145,7 +149,7 @@ def test_window_is_start_inclusive_end_exclusive(bed: Bed) -> None:
     assert bed.context(start=END, end=START) == []
 
 
-def test_namespace_keeps_its_own_and_cluster_wide_facts(bed: Bed) -> None:
+def test_namespace_keeps_its_own_and_cluster_wide_facts(bed: ContextBed) -> None:
     t = "2026-10-14T04:10:00Z"
     bed.add(
         warning("w-pay", t, "api-1"),
@@ -191,7 +195,7 @@ def test_namespace_keeps_its_own_and_cluster_wide_facts(bed: Bed) -> None:
     assert len(bed.context()) == 9
 
 
-def test_other_clusters_stay_out_and_findings_without_a_cluster_stay_in(bed: Bed) -> None:
+def test_other_clusters_stay_out_and_findings_without_a_cluster_stay_in(bed: ContextBed) -> None:
     t = "2026-10-14T04:10:00Z"
     other = "staging-eks"
     bed.add(
@@ -239,7 +243,7 @@ def test_other_clusters_stay_out_and_findings_without_a_cluster_stay_in(bed: Bed
 # -- nodes -----------------------------------------------------------------------------------------
 
 
-def test_node_transitions_only_on_change(bed: Bed) -> None:
+def test_node_transitions_only_on_change(bed: ContextBed) -> None:
     bed.add(
         node("a0", "node-a", True, "2026-10-14T03:00:00Z"),  # first seen Ready: no entry
         node("a1", "node-a", True, "2026-10-14T04:01:00Z", reason="KubeletReady"),  # no change
@@ -286,7 +290,7 @@ def test_node_transitions_only_on_change(bed: Bed) -> None:
 # -- pods ------------------------------------------------------------------------------------------
 
 
-def test_restarts_only_on_increase(bed: Bed) -> None:
+def test_restarts_only_on_increase(bed: ContextBed) -> None:
     bed.add(
         pod("a0", "api-1", 0, "2026-10-14T03:00:00Z"),
         pod("a1", "api-1", 0, "2026-10-14T04:01:00Z", phase="Pending"),  # no restart
@@ -324,7 +328,7 @@ def test_restarts_only_on_increase(bed: Bed) -> None:
     }
 
 
-def test_crash_loops_and_oom_kills_are_listed_once(bed: Bed) -> None:
+def test_crash_loops_and_oom_kills_are_listed_once(bed: ContextBed) -> None:
     crash = "Back-off restarting failed container api in pod api-1"
     bed.add(
         pod("c1", "api-1", 3, "2026-10-14T04:01:30Z", reason="CrashLoopBackOff", node="node-a"),
@@ -420,7 +424,7 @@ def test_crash_loops_and_oom_kills_are_listed_once(bed: Bed) -> None:
 # -- Kubernetes events -----------------------------------------------------------------------------
 
 
-def test_both_event_shapes_one_entry_per_event_object(bed: Bed) -> None:
+def test_both_event_shapes_one_entry_per_event_object(bed: ContextBed) -> None:
     bed.add(
         # core/v1, observed three times (count 1, 2, 5): one entry, the latest observation.
         warning("k-1a", "2026-10-14T04:10:00Z", "api-1", uid="u1", data={"count": 1}),
@@ -462,7 +466,7 @@ def test_both_event_shapes_one_entry_per_event_object(bed: Bed) -> None:
 # -- findings --------------------------------------------------------------------------------------
 
 
-def test_findings_first_seen_and_status_changes(bed: Bed) -> None:
+def test_findings_first_seen_and_status_changes(bed: ContextBed) -> None:
     bed.add(
         # New in the window (first_seen 04:05), resolved in the window.
         finding(
@@ -541,7 +545,7 @@ def test_findings_first_seen_and_status_changes(bed: Bed) -> None:
 # -- sustained capacity runs -----------------------------------------------------------------------
 
 
-def test_sustained_runs_overlapping_the_window(bed: Bed) -> None:
+def test_sustained_runs_overlapping_the_window(bed: ContextBed) -> None:
     # 03:00-04:20 hot (80 min, overlaps the start), 05:30-06:45 hot (overlaps the end);
     # 01:00-02:30 hot but over before the window; 04:40-05:10 hot but only 30 minutes.
     bed.cpu(CLUSTER, "n1", "2026-10-14T01:00:00Z", 90, 0.95)
@@ -576,7 +580,7 @@ def test_sustained_runs_overlapping_the_window(bed: Bed) -> None:
     assert [e for e in quiet if e["kind"] == "sustained"] == []
 
 
-def test_ties_are_ordered_by_kind_then_summary(bed: Bed) -> None:
+def test_ties_are_ordered_by_kind_then_summary(bed: ContextBed) -> None:
     t = "2026-10-14T04:10:00Z"
     bed.add(
         warning("w-b", t, "b-pod"),
@@ -609,7 +613,7 @@ INCIDENT = {
 }
 
 
-def test_markdown_section_escapes_cells(bed: Bed) -> None:
+def test_markdown_section_escapes_cells(bed: ContextBed) -> None:
     bed.add(
         warning(
             "w-1",

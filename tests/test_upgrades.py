@@ -8,7 +8,6 @@ API keys, and that a ledger migrated by a newer release is refused rather than h
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
-from payloads import (
-    OPSLEDGER,
+from support.cli import OPSLEDGER, run_cli, run_cli_many
+from support.payloads import (
     cost_daily,
     incident_milestone,
     incident_opened,
@@ -31,10 +30,9 @@ from payloads import (
     metric_samples,
     node_status,
     pod_status,
-    run_cli,
-    run_cli_many,
     sample,
 )
+from support.servers import free_port
 
 from ingest.incidents import stream_of
 from store.contract import validate_events
@@ -387,6 +385,7 @@ NEWER_MESSAGE = (
 )
 
 
+@pytest.mark.slow
 def test_db_upgrade_refuses_a_ledger_newer_than_the_code(
     empty_database_url: str, tmp_path: Path
 ) -> None:
@@ -424,12 +423,6 @@ def test_db_upgrade_names_an_unknown_target_revision(tmp_path: Path) -> None:
 # -- serve refuses a ledger it cannot serve ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _behind(home: Path) -> None:
     upgrade(f"sqlite:///{home / 'ledger.db'}", EARLIER[-1])
 
@@ -438,6 +431,7 @@ def _newer(home: Path) -> None:
     _make_newer(f"sqlite:///{home / 'ledger.db'}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("prepare", "message"),
     [
@@ -456,7 +450,7 @@ def test_serve_refuses_a_ledger_it_cannot_serve(prepare: Any, message: str, tmp_
     home.mkdir()
     prepare(home)
     before = _state(f"sqlite:///{home / 'ledger.db'}") if prepare is _newer else None
-    r = run_cli(["serve", "--port", str(_free_port())], home)
+    r = run_cli(["serve", "--port", str(free_port())], home)
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert r.stderr.splitlines() == [message], r.stderr
     assert not (home / "analytics.duckdb").exists()
@@ -467,7 +461,7 @@ def test_serve_refuses_a_ledger_it_cannot_serve(prepare: Any, message: str, tmp_
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     upgrade(f"sqlite:///{tmp_path / 'ledger.db'}")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEDGER_")}
     env["OPSLEDGER_HOME"] = str(tmp_path)
     proc = subprocess.Popen(
@@ -488,6 +482,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_serve_starts_on_a_current_ledger(served: tuple[subprocess.Popen[str], str]) -> None:
     proc, url = served
     deadline = time.monotonic() + 30

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from support.payloads import webhook_fixture
 
 from api.app import create_app
 from ingest.webhooks import alert_fingerprint, alertmanager_incident_id, compact_utc
@@ -25,7 +26,6 @@ from store.ledger import Ledger
 from store.settings import Settings
 from store.timefmt import parse_rfc3339_us
 
-FIXTURES = Path("/work/shared/data/fixtures")
 AM = "/v1/webhooks/alertmanager"
 PD = "/v1/webhooks/pagerduty"
 SECRET = "pd-webhook-secret-do-not-log"
@@ -35,18 +35,12 @@ ZULIP_IDS = [
 ]
 
 
-def fixture(name: str) -> dict[str, Any]:
-    """A real payload, read as it is; tests edit only their in-memory copy."""
-    doc: dict[str, Any] = orjson.loads((FIXTURES / name).read_bytes())
-    return doc
-
-
 def zulip() -> dict[str, Any]:
-    return fixture("alertmanager/zulip-alert.json")
+    return webhook_fixture("alertmanager/zulip-alert.json")
 
 
 def pd(kind: str) -> dict[str, Any]:
-    return fixture(f"pagerduty-v3/{kind}_v3.json")
+    return webhook_fixture(f"pagerduty-v3/{kind}_v3.json")
 
 
 def alert(**labels: str) -> dict[str, Any]:

@@ -18,9 +18,6 @@ from analytics.thresholds import (
     SUSTAINED_UTILIZATION,
 )
 
-#: The sustained threshold under the name analytics.outputs.report_data imports.
-SUSTAINED_THRESHOLD: Final = SUSTAINED_UTILIZATION
-
 # Sustained runs are found in numpy over the base tables: window functions over the cap_points
 # view (a UNION ALL with joins) took 2 s for a month of 200 nodes. A point (one row of the view)
 # counts only with allocatable > 0 and usage not NULL; any other neither joins nor breaks a run.

@@ -14,7 +14,7 @@ import typer
 from api.cli.common import delegate_raw, err, fail, ledger
 
 if TYPE_CHECKING:
-    from analytics.outputs.report_data import Month
+    from analytics.outputs.report_model import Month
 
 report_app = typer.Typer(
     help="Reports: the monthly capacity-planning review as a self-contained HTML file.",
@@ -39,7 +39,7 @@ def capacity(
     cluster: Annotated[str | None, typer.Option(help="Only this cluster.")] = None,
 ) -> None:
     """Write the report of a month, as of its end: the same ledger gives the same bytes."""
-    from analytics.outputs.report_data import Month, ReportError, last_complete_month
+    from analytics.outputs.report_model import Month, ReportError, last_complete_month
     from store.timefmt import utc_now
 
     name = month or last_complete_month(utc_now())
@@ -61,7 +61,8 @@ def capacity(
 
 def _generate(month: Month, cluster: str | None) -> str:
     """Render here (the read model caught up first), or ask the server that holds it."""
-    from analytics.outputs.report_data import UnknownCluster, gather
+    from analytics.outputs.report_data import gather
+    from analytics.outputs.report_model import UnknownCluster
     from analytics.readmodel.model import ReadModel, ReadModelBusy
     from analytics.readmodel.registry import default_projections
     from analytics.readmodel.runner import Runner
@@ -78,10 +79,10 @@ def _generate(month: Month, cluster: str | None) -> str:
         led = ledger()
         Runner(led, model, default_projections()).catch_up()
         try:
-            data = gather(model.cursor(), led, month, cluster)
+            report = gather(model.cursor(), led, month, cluster)
         except UnknownCluster as exc:
             raise fail(str(exc), 4) from None
-        return render(data)
+        return render(report)
     finally:
         model.close()
 

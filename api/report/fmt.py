@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import html
 import math
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Final
+
+from store.timefmt import NAIVE_EPOCH
 
 NBSP: Final = "\u00a0"
 DASH: Final = "–"
 #: What an amount that cannot be a sum of real spend shows instead of a number.
 OUT_OF_RANGE: Final = "out of range"
-_EPOCH: Final = datetime(1970, 1, 1)
 _UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 # strftime's month names follow the C library's locale; these never do.
 _MONTHS: Final = (
@@ -102,24 +103,26 @@ def days(value: float | None) -> str:
     return f"{num(value, 1)}{NBSP}d"
 
 
-def parse_iso(text: str) -> datetime:
-    """`YYYY-MM-DDTHH:MM:SSZ` as naive UTC."""
-    return datetime.fromisoformat(text[:-1] if text.endswith("Z") else text)
+def epoch_seconds(t: datetime) -> float:
+    """A naive UTC instant as seconds since the Unix epoch (a chart's x)."""
+    # The same float as naive_to_us(t) / 1e6 (both divide the exact microseconds once), three
+    # times faster: a month's charts convert some 15,000 instants.
+    return (t - NAIVE_EPOCH).total_seconds()
 
 
 def epoch_to_dt(seconds: float) -> datetime:
     """Seconds since the Unix epoch as naive UTC."""
-    return _EPOCH + timedelta(seconds=seconds)
+    return NAIVE_EPOCH + timedelta(seconds=seconds)
 
 
-def day(text: str | None) -> str:
-    """The date of an RFC 3339 UTC instant (`2026-11-20`)."""
-    return DASH if text is None else text[:10]
+def day(t: date | None) -> str:
+    """The date of an instant, or a date (`2026-11-20`)."""
+    return DASH if t is None else f"{t:%Y-%m-%d}"
 
 
-def minute(text: str | None) -> str:
-    """An RFC 3339 UTC instant to the minute (`2026-10-07 13:00`)."""
-    return DASH if text is None else f"{text[:10]} {text[11:16]}"
+def minute(t: datetime | None) -> str:
+    """An instant to the minute (`2026-10-07 13:00`)."""
+    return DASH if t is None else f"{t:%Y-%m-%d %H:%M}"
 
 
 def month_title(month: str) -> str:

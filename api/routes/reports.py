@@ -22,11 +22,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from analytics.outputs.report_data import (
+from analytics.outputs.report_data import gather
+from analytics.outputs.report_model import (
     Month,
     ReportError,
     UnknownCluster,
-    gather,
     last_complete_month,
 )
 from analytics.readmodel.projector import Projector
@@ -398,10 +398,10 @@ def build_report(ledger: Ledger, projector: Projector, month: Month, cluster: st
             headers={"Retry-After": "10"},
         )
     try:
-        data = gather(projector.model.cursor(), ledger, month, cluster)
+        report = gather(projector.model.cursor(), ledger, month, cluster)
     except UnknownCluster as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    return render(data)
+    return render(report)
 
 
 @router.get(

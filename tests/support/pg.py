@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
 from store.migrate import upgrade
+from support.servers import free_port
 
 ENV_URL = "OPSLEDGER_TEST_PG_URL"
 ENV_BINDIR = "OPSLEDGER_TEST_PG_BINDIR"
@@ -31,12 +31,6 @@ INSTALL_HINT = (
 
 class PostgresUnavailable(RuntimeError):
     """The server binaries are missing or the server did not start."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -147,7 +141,7 @@ class _LocalCluster:
             raise PostgresUnavailable(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
         last = ""
         for _ in range(5):  # another process may take the free port before the server binds it
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-FIXTURES = Path(__file__).with_name("k8s_fixtures")
+from support import TESTS
+
+FIXTURES = TESTS / "k8s_fixtures"
 CORE_EVENTS = "/api/v1/events"
 NEW_EVENTS = "/apis/events.k8s.io/v1/events"
 LISTS = {

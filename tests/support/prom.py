@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+from support.servers import free_port
 
 INSTALL_HINT = (
     "Prometheus and promtool are required by the Prometheus collector tests and were not found "
@@ -21,12 +22,6 @@ CONFIG = "global:\n  scrape_interval: 1h\n  evaluation_interval: 1h\nscrape_conf
 
 class PrometheusUnavailable(RuntimeError):
     """The binaries are missing, back-filling failed, or the server did not become ready."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrometheusServer:
@@ -94,7 +89,7 @@ def _start(prometheus: str, promtool: str, root: Path, openmetrics: str) -> Prom
     log = root / "server.log"
     last = ""
     for _ in range(5):  # another process may take the free port before the server binds it
-        port = _free_port()
+        port = free_port()
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [

@@ -1,26 +1,13 @@
-"""Builders of valid v1 CloudEvents and a real API test bed (SQLite file, migrated, real keys)."""
+"""Builders of valid v1 CloudEvents (the contract's types, Kubernetes Events of both API shapes)
+and the real webhook payloads Alertmanager and PagerDuty send."""
 
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select
-
-from store.keys import SCOPES, create_key
-from store.ledger import Ledger
-from store.migrate import upgrade
-from store.schema import events
-from store.settings import Settings
+import orjson
 
 CLUSTER = "prod-eks-1"
 SOURCE = "//opsledger.test/collector"
@@ -159,99 +146,91 @@ def clone(ev: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(ev)
 
 
-def http_routes(app: FastAPI) -> list[Any]:
-    """Every HTTP route of the app with `path`, `methods` and (API routes) `dependant`.
-
-    FastAPI >= 0.13x keeps included routers unflattened in `app.routes`; walk them when so.
-    """
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: app.routes is already flat
-        routes: list[Any] = list(app.routes)
-    else:
-        routes = list(iter_route_contexts(app.routes))
-    return [r for r in routes if getattr(r, "methods", None) and getattr(r, "path", None)]
+# -- the cluster around an incident (tests/test_cluster_events.py, test_timeline.py) -----------
 
 
-@dataclass
-class Bed:
-    """A migrated SQLite ledger file, the app over it, a client and one key per scope."""
-
-    app: FastAPI
-    client: TestClient
-    ledger: Ledger
-    url: str
-    db_path: Path
-    tokens: dict[str, str]
-
-    def headers(self, scope: str = "write", content_type: str | None = None) -> dict[str, str]:
-        """Authorization (and optionally Content-Type) headers for a key of `scope`."""
-        h = {"Authorization": f"Bearer {self.tokens[scope]}"}
-        if content_type is not None:
-            h["Content-Type"] = content_type
-        return h
-
-    def rows(self) -> int:
-        """The number of rows of the events table."""
-        with self.ledger.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
-
-    def state(self) -> tuple[int, int]:
-        """(head position, events row count): equal before/after means nothing was written."""
-        return self.ledger.head(), self.rows()
-
-    def post(self, body: Any, scope: str = "write", **kw: Any) -> Any:
-        """POST a JSON body to /v1/events (application/json unless `headers` overrides)."""
-        return self.client.post("/v1/events", json=body, headers=self.headers(scope), **kw)
-
-    def get(self, scope: str = "read", **params: Any) -> Any:
-        """GET /v1/events with query parameters."""
-        return self.client.get("/v1/events", params=params, headers=self.headers(scope))
+def core_event(id: str, **over: Any) -> dict[str, Any]:
+    """A core/v1 Warning Event as the API returns it."""
+    data: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "api-1.17f9a3", "namespace": "payments", "uid": "uid-core"},
+        "involvedObject": {"kind": "Pod", "name": "api-1", "namespace": "payments"},
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container api in pod api-1",
+        "source": {"component": "kubelet", "host": "node-a"},
+        "firstTimestamp": "2026-10-14T03:50:00Z",
+        "lastTimestamp": "2026-10-14T04:00:00Z",
+        "count": 4,
+        "type": "Warning",
+        "eventTime": None,
+    }
+    data.update(over.pop("data", {}))
+    return cloudevent("opsledger.k8s.event", data, id=id, **over)
 
 
-@contextmanager
-def make_bed(tmp_path: Path, **settings: Any) -> Iterator[Bed]:
-    """A real SQLite ledger in tmp_path, migrated to head, served by `create_app`."""
-    from api.app import create_app
-
-    db_path = tmp_path / "ledger.db"
-    url = f"sqlite:///{db_path}"
-    upgrade(url)
-    # Its own home: the read model under the default home would be shared by every bed.
-    settings.setdefault("home", tmp_path)
-    app = create_app(Settings(database_url=url, **settings))
-    ledger: Ledger = app.state.ledger
-    tokens = {s: create_key(ledger.engine, f"test-{s}", s)[1] for s in SCOPES}
-    # A crash must show up as the 500 a client would get, not as an exception in the test.
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield Bed(app, client, ledger, url, db_path, tokens)
-
-
-OPSLEDGER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "opsledger"
-
-
-def run_cli(
-    args: list[str], home: Path, url: str | None = None, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the real `opsledger` console script with OPSLEDGER_HOME (and the ledger URL) set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLEDGER_")}
-    env["OPSLEDGER_HOME"] = str(home)
-    if url is not None:
-        env["OPSLEDGER_DATABASE_URL"] = url
-    exe = str(OPSLEDGER) if OPSLEDGER.exists() else shutil.which("opsledger") or "opsledger"
-    proc = subprocess.run(
-        [exe, *args], input=stdin, capture_output=True, env=env, timeout=60, check=False
-    )
-    return subprocess.CompletedProcess(
-        proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
-    )
+def new_event(id: str, **over: Any) -> dict[str, Any]:
+    """An events.k8s.io/v1 Event: regarding, note, series, eventTime, reportingController."""
+    data: dict[str, Any] = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "node-a.18a", "namespace": "default", "uid": "uid-new"},
+        "regarding": {"kind": "Node", "name": "node-a"},
+        "reason": "OOMKilling",
+        "note": "Memory cgroup out of memory: Killed process 4242 (java)",
+        "type": "Warning",
+        "eventTime": "2026-10-14T04:01:00.250000Z",
+        "series": {"count": 3, "lastObservedTime": "2026-10-14T04:05:00.500000Z"},
+        "reportingController": "kernel-monitor",
+        "reportingInstance": "node-a",
+        "deprecatedCount": 0,
+    }
+    data.update(over.pop("data", {}))
+    return cloudevent("opsledger.k8s.event", data, id=id, **over)
 
 
-def run_cli_many(
-    calls: list[list[str]], home: Path, url: str | None = None
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run independent CLI invocations concurrently (each is a ~1 s interpreter start)."""
-    from concurrent.futures import ThreadPoolExecutor
+def node(id: str, name: str, ready: bool, time: str, **data: Any) -> dict[str, Any]:
+    """An `opsledger.k8s.node.status` event."""
+    body = {
+        "node": name,
+        "ready": ready,
+        "allocatable": {"cpu_cores": 3.92, "memory_bytes": 15_944_000_000, "pods": 110},
+        **data,
+    }
+    return cloudevent("opsledger.k8s.node.status", body, id=id, time=time)
 
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(lambda args: run_cli(args, home, url), calls))
+
+def pod(id: str, name: str, restarts: int, time: str, **data: Any) -> dict[str, Any]:
+    """An `opsledger.k8s.pod.status` event."""
+    cluster = data.pop("cluster", "prod-eks-1")
+    body = {"namespace": "payments", "pod": name, "phase": "Running", "restarts": restarts, **data}
+    return cloudevent("opsledger.k8s.pod.status", body, id=id, time=time, cluster=cluster)
+
+
+def finding(id: str, fid: str, status: str, last: str, **kw: Any) -> dict[str, Any]:
+    """An `opsledger.finding` event (no cluster unless given)."""
+    data = {
+        "provider": "guardduty",
+        "finding_id": fid,
+        "title": "Impact:Runtime/CryptoMinerExecuted observed",
+        "finding_type": "Impact:Runtime/CryptoMinerExecuted",
+        "severity": "HIGH",
+        "status": status,
+        "first_seen": "2026-10-14T03:00:00Z",
+        "last_seen": last,
+        **kw.pop("data", {}),
+    }
+    kw.setdefault("cluster", None)
+    return cloudevent("opsledger.finding", data, id=id, time=last, **kw)
+
+
+# -- webhook deliveries -------------------------------------------------------------------------
+
+#: Real Alertmanager and PagerDuty (v3) payloads, as their senders deliver them.
+WEBHOOK_FIXTURES = Path("/work/shared/data/fixtures")
+
+
+def webhook_fixture(name: str) -> dict[str, Any]:
+    """A real payload, read as it is; tests edit only their in-memory copy."""
+    doc: dict[str, Any] = orjson.loads((WEBHOOK_FIXTURES / name).read_bytes())
+    return doc
