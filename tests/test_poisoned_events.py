@@ -66,6 +66,8 @@ from store.settings import Settings
 from store.timefmt import MAX_US, MIN_US
 
 #: The read model's "now" (naive UTC): October's and November's month ends are settled.
+#: Every projection of the read model, in catch-up order.
+NAMES = [p.name for p in default_projections()]
 CLOCK = datetime(2026, 12, 7, 12, 0)
 EPOCH = datetime(1970, 1, 1)
 NODE = {"node": "node-a", "nodepool": "general", "zone": "z1"}
@@ -456,9 +458,8 @@ def test_a_failure_no_event_is_to_blame_for_poisons_nothing_and_blocks_no_other_
             status = {s.name: s for s in runner.status()}
             assert sum(s.poisoned for s in status.values()) == 0
             assert {n: s.position for n, s in status.items()} == {
-                "capacity": head, "storage": head, "incidents": head, "cluster_events": head,
-                "cost": 0,
-            }  # fmt: skip
+                n: 0 if n == "cost" else head for n in NAMES
+            }
             errors = {n: s.last_error for n, s in status.items() if s.last_error is not None}
             assert sorted(errors) == ["cost", "storage"]
             assert (errors["cost"].stage, errors["cost"].position) == ("apply", 0)
@@ -479,7 +480,7 @@ def test_a_failure_no_event_is_to_blame_for_poisons_nothing_and_blocks_no_other_
         assert runner.catch_up() == 3  # cost's two days and its budget, and nothing else
         assert [(s.position, s.last_error, s.poisoned) for s in runner.status()] == [
             (head, None, 0)
-        ] * 5
+        ] * len(NAMES)
         assert model.cursor().execute("SELECT count(*) FROM projection_errors").fetchone() == (0,)
         days = model.cursor().execute("SELECT day, service FROM cost_daily ORDER BY 1").fetchall()
         assert [str(d) for d, _ in days] == ["2026-10-13", "2026-10-14"]
@@ -781,8 +782,8 @@ def test_the_api_metrics_and_digest_report_them_and_a_rebuild_answers_200(
             s["name"]: s for s in client.get("/v1/projections", headers=read).json()["projections"]
         }
         assert {n: s["lag"] for n, s in states.items()} == {
-            "capacity": 0, "storage": 0, "incidents": 0, "cluster_events": 0, "cost": 1,
-        }  # fmt: skip
+            n: 1 if n == "cost" else 0 for n in NAMES
+        }
         error = states["cost"]["last_error"]
         assert (error["stage"], error["error_type"]) == ("apply", "CatalogException")
         assert states["cost"]["poisoned"] == 1, "nothing more is skipped"
@@ -874,7 +875,7 @@ def test_a_full_disk_under_the_read_model_poisons_nothing(
         head = ledger.head()
         assert [(s.position, s.poisoned, s.last_error) for s in runner.status()] == [
             (head, 0, None)
-        ] * 5
+        ] * len(NAMES)
         reference = ReadModel(":memory:")
         try:
             Runner(ledger, reference, default_projections(), clock=lambda: CLOCK).catch_up()
