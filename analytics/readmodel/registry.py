@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from analytics.capacity.projection import CapacityProjection
 from analytics.cluster_events.projection import ClusterEventsProjection
+from analytics.cluster_events.warnings import WarningCountsProjection
 from analytics.cost.projection import CostProjection
 from analytics.incidents.projection import IncidentProjection
 from analytics.readmodel.projection import Projection
@@ -17,5 +18,6 @@ def default_projections() -> list[Projection]:
         StorageProjection(),
         IncidentProjection(),
         ClusterEventsProjection(),
+        WarningCountsProjection(),
         CostProjection(),
     ]
