@@ -66,6 +66,16 @@ def parse_rfc3339_us(text: str) -> int:
     return us
 
 
+def rfc3339_us_or_none(value: object) -> int | None:
+    """UTC microseconds of an RFC 3339 string; None for anything else (free-form API fields)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_rfc3339_us(value)
+    except TimeFormatError:
+        return None
+
+
 def format_us(us: int) -> str:
     """Format UTC microseconds as RFC 3339 with a Z suffix (microseconds only when non-zero)."""
     dt = _EPOCH + timedelta(microseconds=us)

@@ -17,6 +17,7 @@ from support.disk import tmpfs
 from support.pg import PostgresServer, PostgresUnavailable, start_server
 
 from store.ledger import Ledger
+from store.migrate import upgrade
 
 # CI explores the same examples on every run, so a red build is reproducible and never a coin
 # toss; local runs keep exploring new ones (and replay failures from .hypothesis/).
@@ -108,6 +109,18 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def ledger(backend_url: str) -> Iterator[Ledger]:
     """A ledger on the fresh backend database; its engine is disposed after the test."""
     led = Ledger.from_url(backend_url)
+    try:
+        yield led
+    finally:
+        led.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh, migrated SQLite ledger file, for the tests that need one backend only."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(url)
+    led = Ledger.from_url(url)
     try:
         yield led
     finally:

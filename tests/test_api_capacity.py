@@ -33,21 +33,12 @@ from support.cli import OPSLEDGER
 from support.servers import announce_file, serve_in_thread
 
 from analytics.capacity.projection import CapacityProjection
+from analytics.capacity.trends import POINT_FIELDS
 from api.app import create_app
 from store.keys import create_key, list_keys
 from store.settings import Settings
 
 BATCH = "application/cloudevents-batch+json"
-POINT_FIELDS = (
-    "usage_avg",
-    "usage_p95",
-    "usage_max",
-    "requests_avg",
-    "allocatable_avg",
-    "utilization_avg",
-    "utilization_p95",
-    "commitment_avg",
-)
 
 
 def hourly(values: list[float]) -> list[list[float]]:

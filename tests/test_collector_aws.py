@@ -38,7 +38,6 @@ from ingest.collectors.aws.securityhub import SecurityHubCollector
 from ingest.collectors.runtime import run_once
 from store.collectors import load_cursor
 from store.ledger import Ledger, RecordedEvent
-from store.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = SUPPORT / "aws_collector_worker.py"
@@ -108,18 +107,6 @@ def moto(moto_server: str) -> str:
     """The moto server's URL, with every backend reset."""
     post_json(f"{moto_server}/moto-api/reset", {})
     return moto_server
-
-
-@pytest.fixture
-def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A migrated SQLite ledger for the tests that need one backend only."""
-    url = f"sqlite:///{tmp_path / 'aws-ledger.db'}"
-    upgrade(url)
-    led = Ledger.from_url(url)
-    try:
-        yield led
-    finally:
-        led.engine.dispose()
 
 
 # -- a GuardDuty REST-JSON server ------------------------------------------------------------------

@@ -28,7 +28,6 @@ from ingest.collectors.kubernetes.collector import KubernetesCollector, Kubernet
 from ingest.collectors.runtime import run_once
 from store.collectors import load_cursor
 from store.ledger import Ledger, RecordedEvent
-from store.migrate import upgrade
 from store.timefmt import parse_rfc3339_us
 
 CLUSTER = "prod"
@@ -61,15 +60,9 @@ def kubeconfig(cluster: FakeCluster, tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Ledger]:
-    """A migrated SQLite ledger (the tests that need not run on every backend)."""
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    led = Ledger.from_url(url)
-    try:
-        yield led
-    finally:
-        led.engine.dispose()
+def lite(sqlite_ledger: Ledger) -> Ledger:
+    """The tests that need not run on every backend."""
+    return sqlite_ledger
 
 
 def collector(kubeconfig: Path, **overrides: Any) -> KubernetesCollector:

@@ -424,18 +424,6 @@ def test_the_contracts_range_is_checked_before_any_projection_sees_an_event() ->
         assert isinstance(why, EventOutOfRange) and str(why).startswith(message), (ev.id, why)
 
 
-@pytest.fixture
-def sqlite_ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A fresh, migrated SQLite ledger file."""
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    led = Ledger.from_url(url)
-    try:
-        yield led
-    finally:
-        led.engine.dispose()
-
-
 def test_a_failure_no_event_is_to_blame_for_poisons_nothing_and_blocks_no_other_projection(
     sqlite_ledger: Ledger, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from store.event_types import EventType
 from store.ledger import RecordedEvent
-from store.timefmt import TimeFormatError, parse_rfc3339_us
+from store.timefmt import rfc3339_us_or_none
 
 # Counts beyond BIGINT are not real counts; clamping keeps one odd event from failing the page
 # (a page that fails is retried forever and blocks the projection).
@@ -114,16 +114,6 @@ def _int(value: Any) -> int | None:
     return max(-_BIGINT_MAX, min(value, _BIGINT_MAX))
 
 
-def _us(value: Any) -> int | None:
-    """UTC microseconds of an RFC 3339 string; None for anything else (k8s fields are free)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_rfc3339_us(value)
-    except TimeFormatError:
-        return None
-
-
 def _obj(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -140,11 +130,14 @@ def k8s_event_row(ev: RecordedEvent, d: Mapping[str, Any]) -> tuple[Any, ...]:
     # An event without a positive count happened once (events.k8s.io/v1: no series).
     counts = (_int(series.get("count")), _int(d.get("count")), _int(d.get("deprecatedCount")))
     count = next((c for c in counts if c is not None and c > 0), 1)
-    first = _first(_us(d.get("firstTimestamp")), _us(d.get("deprecatedFirstTimestamp")))
+    first = _first(
+        rfc3339_us_or_none(d.get("firstTimestamp")),
+        rfc3339_us_or_none(d.get("deprecatedFirstTimestamp")),
+    )
     last = _first(
-        _us(series.get("lastObservedTime")),
-        _us(d.get("lastTimestamp")),
-        _us(d.get("deprecatedLastTimestamp")),
+        rfc3339_us_or_none(series.get("lastObservedTime")),
+        rfc3339_us_or_none(d.get("lastTimestamp")),
+        rfc3339_us_or_none(d.get("deprecatedLastTimestamp")),
     )
     return (
         ev.cluster,
@@ -157,7 +150,7 @@ def k8s_event_row(ev: RecordedEvent, d: Mapping[str, Any]) -> tuple[Any, ...]:
         count,
         first,
         last,
-        _us(d.get("eventTime")),
+        rfc3339_us_or_none(d.get("eventTime")),
         _first(
             _str(source.get("component")),
             _str(d.get("reportingController")),
@@ -220,8 +213,8 @@ def finding_row(ev: RecordedEvent, d: Mapping[str, Any]) -> tuple[Any, ...]:
         _str(d.get("resource")),
         _str(d.get("namespace")),
         _str(d.get("status")),
-        _us(d.get("first_seen")),
-        _us(d.get("last_seen")),
+        rfc3339_us_or_none(d.get("first_seen")),
+        rfc3339_us_or_none(d.get("last_seen")),
         ev.cluster,
         ev.time_us,
         ev.position,

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from analytics.capacity.trends import POINT_FIELDS
+
 # Every column of each table, keys first: rows are compared in this order after sorting by all.
 TABLES: dict[str, tuple[str, ...]] = {
     "cap_rollup": (
@@ -18,14 +20,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "namespace",
         "resource",
         "t",
-        "usage_avg",
-        "usage_p95",
-        "usage_max",
-        "requests_avg",
-        "allocatable_avg",
-        "utilization_avg",
-        "utilization_p95",
-        "commitment_avg",
+        *POINT_FIELDS,
         "points",
     ),
     "cap_points": (

@@ -14,7 +14,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from store.contract import event_to_cloudevent
 from store.event_types import EventType
-from store.timefmt import TimeFormatError, parse_rfc3339_us
+from store.timefmt import rfc3339_us_or_none
 
 #: Node labels naming the node pool, first match wins: EKS Auto Mode and Karpenter, managed
 #: node groups, eksctl's own groups, then the compute type (`auto`, `fargate`, `hybrid`).
@@ -50,16 +50,6 @@ def items(value: Any) -> list[Mapping[str, Any]]:
 def text(value: Any) -> str | None:
     """A non-empty string, or None."""
     return value if isinstance(value, str) and value else None
-
-
-def ts_us(value: Any) -> int | None:
-    """UTC microseconds of an RFC 3339 API timestamp, None when absent or malformed."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_rfc3339_us(value)
-    except TimeFormatError:
-        return None
 
 
 def digest(value: Any) -> str:
@@ -123,7 +113,7 @@ def event_time_us(ev: Mapping[str, Any]) -> int | None:
         ev.get("deprecatedFirstTimestamp"),
         obj(ev.get("metadata")).get("creationTimestamp"),
     ):
-        us = ts_us(value)
+        us = rfc3339_us_or_none(value)
         if us is not None:
             return us
     return None
@@ -216,8 +206,8 @@ def node_info(node: Mapping[str, Any], nodepool_labels: Sequence[str], now_us: i
     }
     # The fact reported is the node's readiness, true since the Ready condition last changed.
     time_us = (
-        ts_us(obj(ready_cond).get("lastTransitionTime"))
-        or ts_us(meta.get("creationTimestamp"))
+        rfc3339_us_or_none(obj(ready_cond).get("lastTransitionTime"))
+        or rfc3339_us_or_none(meta.get("creationTimestamp"))
         or now_us
     )
     series = {"node": name}
@@ -321,7 +311,7 @@ def pod_info(pod: Mapping[str, Any], *, pending_after_us: int, now_us: int) -> P
     phase = text(status.get("phase")) or "Pending"
     if phase not in _PHASES:
         phase = "Unknown"
-    created = ts_us(meta.get("creationTimestamp")) or now_us
+    created = rfc3339_us_or_none(meta.get("creationTimestamp")) or now_us
     reason = _pod_reason(status, phase, created, pending_after_us, now_us)
     restarts = sum(
         max(c.get("restartCount", 0), 0)
@@ -347,7 +337,7 @@ def pod_info(pod: Mapping[str, Any], *, pending_after_us: int, now_us: int) -> P
         data["owner"] = owner
     # When the reported state came about: the latest change in the pod's status (readiness
     # flaps aside), or the moment a pending pod became "too long" pending.
-    stamps = [us for us in map(ts_us, _status_times(status)) if us is not None]
+    stamps = [us for us in map(rfc3339_us_or_none, _status_times(status)) if us is not None]
     time_us = max([created, *stamps])
     if reason == PENDING_TOO_LONG:
         time_us = max(time_us, created + pending_after_us)

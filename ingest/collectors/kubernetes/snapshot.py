@@ -22,11 +22,10 @@ from ingest.collectors.kubernetes.objects import (
     pod_info,
     pod_status_event,
     text,
-    ts_us,
     whole,
 )
 from store.contract import METRIC_SAMPLES, event_to_cloudevent
-from store.timefmt import format_us
+from store.timefmt import format_us, rfc3339_us_or_none
 
 log = logging.getLogger("opsledger.collectors.kubernetes")
 
@@ -97,7 +96,7 @@ def scrape_time_us(node_metrics: Sequence[dict[str, Any]] | None, now_us: int) -
     sample of a run shares it; taking it from metrics-server makes a re-run within the same
     metrics window produce the same samples (a duplicate). Without metrics: the whole second.
     """
-    stamps = [ts_us(m.get("timestamp")) for m in node_metrics or ()]
+    stamps = [rfc3339_us_or_none(m.get("timestamp")) for m in node_metrics or ()]
     known = [s for s in stamps if s is not None]
     return max(known) if known else now_us - now_us % 1_000_000
 
