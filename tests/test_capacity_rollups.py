@@ -1,8 +1,8 @@
 """Capacity rollups against numbers computed independently: real NAB CPU traces and a hand case.
 
-BRIEF.md, Capacity: a scope sums its members at each timestamp, ratios are taken per timestamp,
-then avg / p95 (linear interpolation) / max over the timestamps of each [start, start + step)
-UTC bucket.
+Capacity (docs/metrics.md): a scope sums its members at each timestamp, ratios are taken per
+timestamp, then avg / p95 (linear interpolation) / max over the timestamps of each
+[start, start + step) UTC bucket.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from store.settings import Settings
 
 # FastAPI's own pages; they document themselves.
 UNDOCUMENTED_ROUTES = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
-# The metric names the capacity and storage projections read (BRIEF.md, "event contract").
+# The metric names the capacity and storage projections read (docs/events.md, "Canonical
+# metrics and their sources").
 CANONICAL_METRICS = (
     "node_cpu_usage_cores",
     "node_cpu_allocatable_cores",

@@ -6,7 +6,7 @@ changes in the policy's time zone; severity changes before, at and after the fir
 never-acknowledged incidents; reopens; a policy change in mid-month). The events are posted
 as CloudEvents batches in a shuffled order, some twice, and every metric group and every
 breach the API reports must equal what plain Python below computes from the same events.
-The oracle follows BRIEF.md's definitions and the API decisions, noted beside each rule;
+The oracle follows docs/metrics.md's definitions and the API decisions, noted beside each rule;
 it shares no code with the implementation.
 """
 
@@ -60,7 +60,7 @@ _RFC3339_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 
 @dataclass
 class Policy:
-    """An SLA policy document with BRIEF's defaults filled in for omitted fields."""
+    """An SLA policy document with the documented defaults filled in for omitted fields."""
 
     tz: ZoneInfo
     days: frozenset[int]
@@ -207,7 +207,7 @@ def policies_of(events: Iterable[dict[str, Any]]) -> list[tuple[datetime, Policy
 
 
 def policy_at(policies: list[tuple[datetime, Policy]], instant: datetime) -> Policy:
-    """The policy_set with the latest time <= instant; BRIEF's defaults before any."""
+    """The policy_set with the latest time <= instant; the documented defaults before any."""
     current = DEFAULT_POLICY
     for t, p in policies:
         if t <= instant:
@@ -454,7 +454,7 @@ def compare_breaches(
 # -- the generator -----------------------------------------------------------------------------
 
 POLICY_EVENTS: tuple[tuple[str, dict[str, Any]], ...] = (
-    # Before 2026-10-19 no policy: BRIEF's defaults (UTC, Mon-Fri 09-17, no holidays).
+    # Before 2026-10-19 no policy: the documented defaults (UTC, Mon-Fri 09-17, no holidays).
     (
         "2026-10-19T00:00:00Z",
         {

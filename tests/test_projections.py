@@ -52,8 +52,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "cap_ns_values": TABLES["cap_ns_values"][:3],
     "cap_batches": ("position",),
 }
-# cap_rollup recomputed from cap_points with DuckDB's own aggregates: the definition (BRIEF.md)
-# as one SQL statement, an oracle for the projection's numpy and SQL rollups.
+# cap_rollup recomputed from cap_points with DuckDB's own aggregates: the definition
+# (docs/metrics.md) as one SQL statement, an oracle for the projection's numpy and SQL rollups.
 ROLLUP_ORACLE = """
 SELECT step, scope, cluster, nodepool, node, namespace, resource,
     CASE step WHEN '1h' THEN time_bucket(INTERVAL 1 HOUR, ts) ELSE date_trunc('day', ts) END AS t,

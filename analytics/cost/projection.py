@@ -14,7 +14,7 @@ from store.datamodels import MAX_AMOUNT
 from store.event_types import EventType
 from store.ledger import RecordedEvent
 
-#: Over budget when the projection exceeds the budget by more than this share (BRIEF.md).
+#: Over budget when the projection exceeds the budget by more than this share (docs/metrics.md).
 OVER_BUDGET_MARGIN: Final = 0.10
 
 _DDL: Final = (
