@@ -116,6 +116,20 @@ def naive_iso(t: datetime | None) -> str | None:
     return None if t is None else format_us(naive_to_us(t))
 
 
+def z_to_naive(text: str) -> datetime:
+    """An RFC 3339 UTC instant as format_us writes it (`...Z`), naive UTC."""
+    # Not parse_rfc3339_us: fromisoformat is some 20 times faster, and a month's report
+    # reads some 27,000 of them.
+    if text[-1:] != "Z":
+        raise ValueError(f"not an RFC 3339 UTC instant: {text!r}")
+    return datetime.fromisoformat(text[:-1])
+
+
+def z_to_naive_or_none(text: str | None) -> datetime | None:
+    """z_to_naive(), or None."""
+    return None if text is None else z_to_naive(text)
+
+
 def to_naive_utc(t: datetime) -> datetime:
     """A datetime as naive UTC: an aware one is converted, a naive one is taken as UTC."""
     return t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)

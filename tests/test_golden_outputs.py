@@ -28,7 +28,8 @@ from analytics.outputs.datasets import DATASETS
 from analytics.outputs.digest import digest, render_markdown
 from analytics.outputs.export_files import FORMATS, encode
 from analytics.outputs.exports import ExportQuery, ledger_rows, read_model_rows
-from analytics.outputs.report_data import Month, gather
+from analytics.outputs.report_data import gather
+from analytics.outputs.report_model import Month
 from analytics.readmodel.model import ReadModel
 from analytics.readmodel.registry import default_projections
 from analytics.readmodel.runner import Runner

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from support.payloads import cloudevent, sample
 
-from analytics.outputs.report_data import Month, gather
+from analytics.outputs.report_data import gather
+from analytics.outputs.report_model import Month
 from analytics.readmodel.model import ReadModel
 from analytics.readmodel.registry import default_projections
 from analytics.readmodel.runner import Runner

@@ -17,6 +17,7 @@ from analytics.thresholds import (
     SUSTAINED_MIN,
     SUSTAINED_UTILIZATION,
 )
+from store.timefmt import us_to_naive
 
 # Sustained runs are found in numpy over the base tables: window functions over the cap_points
 # view (a UNION ALL with joins) took 2 s for a month of 200 nodes. A point (one row of the view)
@@ -45,7 +46,6 @@ _SCOPE_UTILISATION: Final = (
 )
 _GAP_US: Final = SUSTAINED_MAX_GAP // timedelta(microseconds=1)
 _MIN_US: Final = SUSTAINED_MIN // timedelta(microseconds=1)
-_EPOCH: Final = datetime(1970, 1, 1)
 
 
 class _Run(NamedTuple):
@@ -65,10 +65,6 @@ class _Run(NamedTuple):
 
 def _iso(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _at(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 #: start and end (µs), avg, max and samples of a run.
@@ -198,9 +194,9 @@ def sustained(
             "nodepool": r.nodepool,
             "node": r.node,
             "resource": r.resource,
-            "start": _iso(_at(r.start)),
-            "end": _iso(_at(r.end)),
-            "duration_seconds": (_at(r.end) - _at(r.start)).total_seconds(),
+            "start": _iso(us_to_naive(r.start)),
+            "end": _iso(us_to_naive(r.end)),
+            "duration_seconds": (us_to_naive(r.end) - us_to_naive(r.start)).total_seconds(),
             "utilization_avg": r.avg,
             "utilization_max": r.peak,
             "samples": r.samples,

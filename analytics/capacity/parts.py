@@ -9,7 +9,6 @@ import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Final
 
 import duckdb
@@ -20,6 +19,7 @@ import pyarrow as pa
 
 from store.contract import SampleBatch
 from store.ledger import RecordedEvent
+from store.timefmt import us_to_naive
 
 #: Small codes keep the per-sample data numeric, which is what makes bulk inserts fast.
 METRIC_CODES: Final = {
@@ -34,7 +34,6 @@ METRIC_CODES: Final = {
     "namespace_pod_count": 15,
 }
 DAY_US: Final = 86_400_000_000
-_EPOCH: Final = datetime(1970, 1, 1)
 
 #: A (cluster, UTC day start in µs) pair.
 Day = tuple[str, int]
@@ -60,7 +59,7 @@ KINDS: Final = (NODE, NAMESPACE)
 
 def timestamp_literal(us: int) -> str:
     """A timestamp literal: unlike a parameter, it lets DuckDB skip row groups by their ts range."""
-    return f"TIMESTAMP '{(_EPOCH + timedelta(microseconds=us)).isoformat(sep=' ')}'"
+    return f"TIMESTAMP '{us_to_naive(us).isoformat(sep=' ')}'"
 
 
 def _member(cluster: str, name: str, labels_json: str) -> Member | None:

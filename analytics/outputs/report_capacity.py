@@ -26,10 +26,9 @@ from analytics.outputs.report_model import (
     PoolUtilization,
     ResourceTrends,
     Sustained,
-    instant,
-    maybe_instant,
 )
 from analytics.thresholds import SUSTAINED_UTILIZATION
+from store.timefmt import z_to_naive, z_to_naive_or_none
 
 #: Namespaces drawn one by one in the stacked charts; the rest are summed as "other".
 TOP_NAMESPACES: Final = 7
@@ -102,7 +101,9 @@ def cluster_capacity(con: duckdb.DuckDBPyConnection, month: Month, cluster: str)
 
 def _points(series: dict[str, Any], fig: str) -> tuple[Point, ...]:
     """(instant, value) pairs of one field of a trends() series; nulls left out."""
-    return tuple((instant(p["t"]), float(p[fig])) for p in series["points"] if p[fig] is not None)
+    return tuple(
+        (z_to_naive(p["t"]), float(p[fig])) for p in series["points"] if p[fig] is not None
+    )
 
 
 def _one(series: list[dict[str, Any]]) -> dict[str, Any]:
@@ -150,8 +151,8 @@ def _run(r: dict[str, Any]) -> HotRun:
         nodepool=r["nodepool"],
         node=r["node"],
         resource=r["resource"],
-        start=instant(r["start"]),
-        end=instant(r["end"]),
+        start=z_to_naive(r["start"]),
+        end=z_to_naive(r["end"]),
         duration_seconds=r["duration_seconds"],
         utilization_avg=r["utilization_avg"],
         utilization_max=r["utilization_max"],
@@ -230,7 +231,7 @@ def _headroom(h: dict[str, Any]) -> Headroom:
         largest_node_allocatable=h["largest_node_allocatable"],
         growth_per_day=h["growth_per_day"],
         days_to_85=h["days_to_85"],
-        eta_85=maybe_instant(h["eta_85"]),
+        eta_85=z_to_naive_or_none(h["eta_85"]),
         days_to_85_n_minus_1=h["days_to_85_n_minus_1"],
-        eta_85_n_minus_1=maybe_instant(h["eta_85_n_minus_1"]),
+        eta_85_n_minus_1=z_to_naive_or_none(h["eta_85_n_minus_1"]),
     )

@@ -49,7 +49,6 @@ from analytics.outputs.report_model import (
     PvcForecast,
     Reason,
     Report,
-    ReportError,
     ServiceSpend,
     SeverityFindings,
     Storage,
@@ -57,9 +56,6 @@ from analytics.outputs.report_model import (
     ThresholdReason,
     UnknownCluster,
     Unresolved,
-    instant,
-    last_complete_month,
-    maybe_instant,
 )
 from analytics.readmodel.model import insert_rows
 from analytics.storage.projection import month_end_forecasts
@@ -67,7 +63,7 @@ from analytics.thresholds import STORAGE_EXPAND
 from store.incident_state import SEVERITIES
 from store.ledger import Ledger
 from store.schema import events
-from store.timefmt import naive_to_us
+from store.timefmt import naive_to_us, z_to_naive, z_to_naive_or_none
 
 FINDING_SEVERITIES: Final = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
 #: PVC rows in the ranking table, and fan charts drawn (the soonest to reach 90 % first).
@@ -225,9 +221,9 @@ def _forecast(item: dict[str, Any]) -> PvcForecast:
         days_to_85=item["days_to_85"],
         days_to_90=item["days_to_90"],
         days_to_full=item["days_to_full"],
-        eta_90=maybe_instant(item["eta_90"]),
-        eta_90_low=maybe_instant(item["eta_90_low"]),
-        eta_90_high=maybe_instant(item["eta_90_high"]),
+        eta_90=z_to_naive_or_none(item["eta_90"]),
+        eta_90_low=z_to_naive_or_none(item["eta_90_low"]),
+        eta_90_high=z_to_naive_or_none(item["eta_90_high"]),
         method=item["method"],
         status=item["status"],
     )
@@ -449,8 +445,8 @@ def _breach(b: dict[str, Any], incident: tuple[Any, ...]) -> Breach:
         cluster=incident[2],
         severity=b["severity"],
         kind=b["kind"],
-        due_at=instant(b["due_at"]),
-        met_at=maybe_instant(b["met_at"]),
+        due_at=z_to_naive(b["due_at"]),
+        met_at=z_to_naive_or_none(b["met_at"]),
         overrun_seconds=b["overrun_seconds"],
         open=b["open"],
     )
@@ -529,13 +525,3 @@ def _pvcs_due(storage: Storage, month: Month) -> tuple[PvcDue, ...]:
         PvcDue(i, likely=i.eta_90 is not None and i.eta_90 < month.next_end)
         for i in storage.before_next_review
     )
-
-
-__all__ = [
-    "Month",
-    "ReportError",
-    "UnknownCluster",
-    "gather",
-    "last_complete_month",
-    "snapshot",
-]

@@ -85,20 +85,6 @@ def last_complete_month(now: datetime) -> str:
     return _previous_month(now).strftime("%Y-%m")
 
 
-def instant(text: str) -> datetime:
-    """An RFC 3339 UTC instant as the analytics functions write it (`...Z`), naive UTC."""
-    # Not store.timefmt's parser: fromisoformat is some 20 times faster, and a month's trends
-    # hold 27,000 instants.
-    if text[-1:] != "Z":
-        raise ValueError(f"not an RFC 3339 UTC instant: {text!r}")
-    return datetime.fromisoformat(text[:-1])
-
-
-def maybe_instant(text: str | None) -> datetime | None:
-    """instant(), or None."""
-    return None if text is None else instant(text)
-
-
 # -- capacity -----------------------------------------------------------------------------------
 
 

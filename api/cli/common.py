@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.markup import escape
 from store.keys import Scope, create_delegate_key, revoke_key
 from store.ledger import Ledger
 from store.settings import get_settings
-from store.timefmt import TimeFormatError, parse_rfc3339_us
+from store.timefmt import TimeFormatError, parse_rfc3339_us, us_to_naive
 
 #: Exit codes for the server's refusals: bad input 2, conflict 3, not found 4.
 _EXIT_CODES = {400: 2, 413: 2, 415: 2, 422: 2, 409: 3, 404: 4}
@@ -105,3 +106,9 @@ def delegate(method: str, path: str) -> dict[str, Any]:
     """`delegate_raw`, decoding the JSON answer."""
     body: dict[str, Any] = orjson.loads(delegate_raw(method, path))
     return body
+
+
+def naive_option(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 option as a naive UTC datetime (the read model's), or None."""
+    us = time_option(name, value)
+    return None if us is None else us_to_naive(us)

@@ -37,19 +37,13 @@ from analytics.outputs.exports import (
     month_floor,
     read_model_rows,
 )
-from api.cli.common import delegate_raw, err, fail, ledger, server_file, time_option
+from api.cli.common import delegate_raw, err, fail, ledger, naive_option, server_file
 from store.keys import create_delegate_key, revoke_key
 from store.settings import get_settings
-from store.timefmt import us_to_naive
 
 PARTITIONS = ("none", "month")
 # The server's refusals as exit codes: bad input 2, not found 4 (as api/cli/common.py).
 _EXIT_CODES = {404: 4, 413: 2, 422: 2}
-
-
-def _naive(name: str, value: str | None) -> datetime | None:
-    us = time_option(name, value)
-    return None if us is None else us_to_naive(us)
 
 
 def _path(ds: Dataset, fmt: str, q: ExportQuery) -> str:
@@ -221,14 +215,14 @@ def export(
         raise fail("--partition month writes a directory: --out must not be -", 2)
     if type_ and ds.name != "events":
         raise fail("--type filters the events dataset only", 2)
-    start, end = _naive("from", from_), _naive("to", to)
+    start, end = naive_option("from", from_), naive_option("to", to)
     if start is not None and end is not None and start >= end:
         raise fail("--from must be before --to", 2)
     if ds.name == "storage_forecast" and (start is not None or end is not None):
         raise fail("storage_forecast is one forecast per PVC as of --as-of; no --from or --to", 2)
     if as_of is not None and not ds.uses_as_of:
         raise fail(f"{ds.name} is not judged as of a time: use --from and --to", 2)
-    when = _naive("as-of", as_of) or datetime.now(UTC).replace(tzinfo=None)
+    when = naive_option("as-of", as_of) or datetime.now(UTC).replace(tzinfo=None)
     if partition == "month":
         # A month's file is rewritten whole, so a partitioned export covers whole months.
         start = None if start is None else month_floor(start)

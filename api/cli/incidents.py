@@ -13,7 +13,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from api.cli.common import delegate_raw, err, fail, ledger, out, time_option
+from api.cli.common import delegate_raw, err, fail, ledger, naive_option, out, time_option
 from ingest import incidents as commands
 from ingest.events import BodyError
 from ingest.sla import parse_policy, set_policy
@@ -21,7 +21,7 @@ from store.contract import ContractError
 from store.errors import StreamVersionError
 from store.incident_state import SEVERITIES, IncidentState
 from store.settings import get_settings
-from store.timefmt import datetime_to_us, format_us, us_to_naive
+from store.timefmt import datetime_to_us, format_us
 
 incidents_app = typer.Typer(
     help="Incidents: open, acknowledge, mitigate, resolve, reopen; list, show, timeline.",
@@ -219,14 +219,9 @@ def _query(**params: Any) -> str:
     return f"?{urlencode(pairs)}" if pairs else ""
 
 
-def _naive(name: str, value: str | None) -> datetime | None:
-    us = time_option(name, value)
-    return None if us is None else us_to_naive(us)
-
-
 def _window(from_: str | None, to: str | None) -> tuple[datetime, datetime]:
-    end = _naive("to", to) or datetime.now(UTC).replace(tzinfo=None)
-    start = _naive("from", from_) or end - timedelta(days=30)
+    end = naive_option("to", to) or datetime.now(UTC).replace(tzinfo=None)
+    start = naive_option("from", from_) or end - timedelta(days=30)
     if start >= end:
         raise fail("--from must be before --to", 2)
     return start, end
@@ -262,8 +257,8 @@ def list_(
             con,
             status=status,
             severity=severity,
-            start=_naive("from", from_),
-            end=_naive("to", to),
+            start=naive_option("from", from_),
+            end=naive_option("to", to),
             cluster=cluster,
             namespace=namespace,
             limit=limit,
