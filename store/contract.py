@@ -28,6 +28,8 @@ DATA_MODELS: Final[dict[str, type[BaseModel]]] = {
     EventType.K8S_EVENT: datamodels.KubernetesEvent,
     EventType.K8S_NODE_STATUS: datamodels.NodeStatus,
     EventType.K8S_POD_STATUS: datamodels.PodStatus,
+    EventType.K8S_NODEPOOL_STATUS: datamodels.NodePoolStatus,
+    EventType.SUBNET_STATUS: datamodels.SubnetStatus,
     EventType.FINDING: datamodels.Finding,
     EventType.INCIDENT_OPENED: datamodels.IncidentOpened,
     EventType.INCIDENT_ACKNOWLEDGED: datamodels.IncidentMilestone,
@@ -38,6 +40,7 @@ DATA_MODELS: Final[dict[str, type[BaseModel]]] = {
     EventType.INCIDENT_ANNOTATED: datamodels.IncidentAnnotated,
     EventType.INCIDENT_POSTMORTEM_LINKED: datamodels.IncidentPostmortemLinked,
     EventType.COST_DAILY: datamodels.CostDaily,
+    EventType.COST_INSTANCE_TYPE_DAILY: datamodels.CostInstanceTypeDaily,
     EventType.BUDGET_SET: datamodels.BudgetSet,
     EventType.SLA_POLICY_SET: datamodels.SlaPolicy,
 }
@@ -50,6 +53,8 @@ CLUSTER_SCOPED: Final = frozenset(
         EventType.K8S_EVENT,
         EventType.K8S_NODE_STATUS,
         EventType.K8S_POD_STATUS,
+        EventType.K8S_NODEPOOL_STATUS,
+        EventType.SUBNET_STATUS,
         EventType.INCIDENT_OPENED,
     }
 )

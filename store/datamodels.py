@@ -167,6 +167,65 @@ class PodStatus(_Strict):
     owner: Name | None = None
 
 
+class NodePoolLimits(_Strict):
+    """A NodePool's `spec.limits`: the most capacity Karpenter may provision for it."""
+
+    cpu_cores: float | None = Field(default=None, ge=0, le=1e9)
+    memory_bytes: int | None = Field(default=None, ge=0)
+
+
+class NodePoolResources(_Strict):
+    """A NodePool's `status.resources`: the capacity of the nodes it has provisioned."""
+
+    cpu_cores: float | None = Field(default=None, ge=0, le=1e9)
+    memory_bytes: int | None = Field(default=None, ge=0)
+    nodes: int | None = Field(default=None, ge=0)
+
+
+class NodePoolStatus(_Strict):
+    """`opsledger.k8s.nodepool.status`: a Karpenter / EKS Auto Mode NodePool, sent on change."""
+
+    nodepool: Name
+    deleted: bool = False
+    limits: NodePoolLimits | None = None
+    resources: NodePoolResources | None = None
+    zones: list[Name] | None = Field(default=None, max_length=64)
+
+
+Cidr = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)/(3[0-2]|[12]?\d)$"
+    ),
+]
+
+
+class SubnetStatus(_Strict):
+    """`opsledger.network.subnet.status`: one of a cluster's subnets and its free addresses."""
+
+    subnet_id: Name
+    deleted: bool = False
+    zone: Name | None = None
+    cidr: Cidr | None = None
+    available_ips: int | None = Field(default=None, ge=0, le=2**32)
+    total_ips: int | None = Field(default=None, ge=0, le=2**32)
+    vpc_id: Name | None = None
+
+    @model_validator(mode="after")
+    def _present_needs_figures(self) -> SubnetStatus:
+        if not self.deleted:
+            missing = [f for f in ("zone", "cidr", "available_ips") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"a subnet that is not deleted needs {', '.join(missing)}")
+        if (
+            self.available_ips is not None
+            and self.total_ips is not None
+            and self.available_ips > self.total_ips
+        ):
+            raise ValueError("available_ips is more than total_ips")
+        return self
+
+
 class Finding(_Strict):
     """`opsledger.finding`: a GuardDuty or Security Hub finding, as of its last update."""
 
@@ -232,6 +291,16 @@ class CostDaily(_Strict):
     date: IsoDate
     service: Name
     amount: Amount
+    currency: Currency
+
+
+class CostInstanceTypeDaily(_Strict):
+    """`opsledger.cost.instance_type.daily`: EC2 spend and usage hours of one instance type."""
+
+    date: IsoDate
+    instance_type: Name
+    amount: Amount
+    usage_hours: float = Field(ge=0, le=1e9)
     currency: Currency
 
 

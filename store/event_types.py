@@ -12,6 +12,8 @@ class EventType(StrEnum):
     K8S_EVENT = "opsledger.k8s.event"
     K8S_NODE_STATUS = "opsledger.k8s.node.status"
     K8S_POD_STATUS = "opsledger.k8s.pod.status"
+    K8S_NODEPOOL_STATUS = "opsledger.k8s.nodepool.status"
+    SUBNET_STATUS = "opsledger.network.subnet.status"
     FINDING = "opsledger.finding"
     INCIDENT_OPENED = "opsledger.incident.opened"
     INCIDENT_ACKNOWLEDGED = "opsledger.incident.acknowledged"
@@ -22,6 +24,7 @@ class EventType(StrEnum):
     INCIDENT_ANNOTATED = "opsledger.incident.annotated"
     INCIDENT_POSTMORTEM_LINKED = "opsledger.incident.postmortem_linked"
     COST_DAILY = "opsledger.cost.daily"
+    COST_INSTANCE_TYPE_DAILY = "opsledger.cost.instance_type.daily"
     BUDGET_SET = "opsledger.budget.set"
     SLA_POLICY_SET = "opsledger.sla.policy_set"
 

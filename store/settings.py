@@ -217,6 +217,60 @@ class Settings(BaseSettings):
         "restarts.",
     )
 
+    rightsizing_lookback_days: float = Field(
+        14.0,
+        gt=0,
+        le=400,
+        description="Days of container samples a rightsizing recommendation looks back over "
+        "(the `lookback` query parameter's default).",
+    )
+    rightsizing_cpu_percentile: float = Field(
+        95.0,
+        gt=0,
+        le=100,
+        description="The CPU recommendation is this percentile (linear interpolation) of every "
+        "usage sample of every pod of the container in the look-back.",
+    )
+    rightsizing_memory_buffer: float = Field(
+        0.15,
+        ge=0,
+        le=10,
+        description="The memory recommendation is the maximum working set × (1 + this).",
+    )
+    rightsizing_min_cpu_cores: float = Field(
+        0.01, ge=0, le=1024, description="No CPU recommendation is below this many cores."
+    )
+    rightsizing_min_memory_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=0,
+        le=2**50,
+        description="No memory recommendation is below this many bytes (100 MiB).",
+    )
+    price_table_file: Path | None = Field(
+        None,
+        description="JSON price table used where Cost Explorer has no usage of an instance "
+        'type: `{"currency": "USD", "instance_types": {"m6i.2xlarge": 0.384}, '
+        '"storage_gib_month": 0.08}` (hourly on-demand prices; docs/cost.md).',
+    )
+    cost_cpu_core_hour_weight: float = Field(
+        0.031611,
+        gt=0,
+        description="Splits a node's cost between CPU and memory in the ratio of these two "
+        "weights per core-hour and per GiB-hour (OpenCost's default prices).",
+    )
+    cost_memory_gib_hour_weight: float = Field(
+        0.004237,
+        gt=0,
+        description="See `cost_cpu_core_hour_weight`.",
+    )
+    decisions_horizon_days: float = Field(
+        30.0,
+        gt=0,
+        le=366,
+        description="A risk (a pool at 85 %, a NodePool limit, a subnet out of addresses, a "
+        "PVC at 90 %) is a decision when its trend reaches it within this many days.",
+    )
+
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Settings:
         if self.env == "production":
