@@ -698,9 +698,10 @@ def ce_seed(moto: str, *results: dict[str, Any]) -> None:
 
 
 def cost_config(moto: str) -> AwsConfig:
-    """Cost Explorer through moto, back-filling 10 days."""
+    """Cost Explorer through moto, back-filling 10 days (spend per service only)."""
+    section = {"backfill": "10d", "instance_types": False}
     return AwsConfig.model_validate(
-        {"region": "us-east-1", "endpoint_url": moto, "cost_explorer": {"backfill": "10d"}}
+        {"region": "us-east-1", "endpoint_url": moto, "cost_explorer": section}
     )
 
 
@@ -899,10 +900,11 @@ def test_govcloud_region_partition_and_billing_endpoints() -> None:
         "aws/guardduty",
         "aws/securityhub",
         "aws/cost",
+        "aws/cost-instance-types",
         "aws/budget",
     ]
-    assert [c.interval_seconds for c in collectors] == [900, 900, 21600, 86400]
-    gd, sh, cost, _ = collectors
+    assert [c.interval_seconds for c in collectors] == [900, 900, 21600, 21600, 86400]
+    gd, sh, cost, _, _ = collectors
     assert isinstance(gd, GuardDutyCollector) and isinstance(sh, SecurityHubCollector)
     assert isinstance(cost, CostCollector)
     client = gd.settings.client("guardduty")
@@ -926,7 +928,7 @@ def test_govcloud_region_partition_and_billing_endpoints() -> None:
     )
     commercial = AwsConfig.model_validate({"region": "eu-west-1", "cost_explorer": {}})
     assert commercial.partition == "aws"
-    (ce,) = build(commercial, None)
+    ce, _ = build(commercial, None)
     assert isinstance(ce, CostCollector) and ce.settings.region == "us-east-1"
 
 

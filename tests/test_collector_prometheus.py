@@ -185,6 +185,9 @@ def make_dataset() -> Dataset:
             ds.series("kube_pod_status_phase", {**ksm, "phase": phase}, on)
         holds = np.array([1.0 if p in ("Pending", "Running") else np.nan for p in phases])
         node = nodes[node_index]
+        # Per container: no kube_pod_owner, so each pod is its own workload (kind Pod).
+        app = {"namespace": namespace, "pod": pod, "container": "app", "node": node}
+        app |= {"workload_kind": "Pod", "workload": pod}
         for resource, unit, amount in (("cpu", "core", cpu), ("memory", "byte", mem)):
             ds.series(
                 "kube_pod_container_resource_requests",
@@ -193,6 +196,7 @@ def make_dataset() -> Dataset:
             )
             metric = f"namespace_{resource}_requests_{'cores' if resource == 'cpu' else 'bytes'}"
             ds.expect(metric, ns, np.nan_to_num(amount * holds))
+            ds.expect(metric.replace("namespace", "container", 1), app, amount * holds)
         ds.series("kube_pod_info", {**ksm, "node": node, "uid": f"uid-{pod}"}, ones)
         ds.expect("namespace_pod_count", ns, ones)
         cadvisor = {"job": "kubelet", "namespace": namespace, "pod": pod, "node": node}
@@ -210,6 +214,8 @@ def make_dataset() -> Dataset:
             ds.series("container_memory_working_set_bytes", labels, c_mem)
         ds.expect("namespace_cpu_usage_cores", ns, rate(app_cpu))
         ds.expect("namespace_memory_usage_bytes", ns, working_set)
+        ds.expect("container_cpu_usage_cores", app, rate(app_cpu))
+        ds.expect("container_memory_working_set_bytes", app, working_set)
     for namespace, claim, kubelets in PVCS:
         labels = {"namespace": namespace, "persistentvolumeclaim": claim}
         used = np.round(5e9 + np.cumsum(rng.uniform(0, 1e6, N)))
@@ -309,11 +315,13 @@ def assert_exactly_once(rec: Recorded, start: int, end: int) -> None:
     """Every expected series holds each step of [start, end) once, with the expected value."""
     expected = make_dataset().expected
     assert set(rec.samples) == set(expected)
-    grid = list(range(start, end, 60))
+    steps = range(start, end, 60)
     for key, points in rec.samples.items():
         stamps = [t for t, _ in points]
         repeated = [t for t, n in Counter(stamps).items() if n > 1]
         assert not repeated, f"{key}: {len(repeated)} timestamps recorded twice"
+        # NaN: no sample (a container's requests while its pod has Succeeded).
+        grid = [t for t in steps if not np.isnan(expected[key][(t - D0) // SCRAPE])]
         assert sorted(stamps) == grid, f"{key}: {len(set(grid) - set(stamps))} steps missing"
         want = expected[key][(np.array(sorted(stamps)) - D0) // SCRAPE]
         got = np.array([v for _, v in sorted(points)])

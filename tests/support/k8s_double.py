@@ -33,6 +33,11 @@ LISTS = {
     "/api/v1/persistentvolumeclaims": "pvcs.json",
     "/apis/metrics.k8s.io/v1beta1/nodes": "node_metrics.json",
     "/apis/metrics.k8s.io/v1beta1/pods": "pod_metrics.json",
+    # Pods' owners (ReplicaSet → Deployment, Job → CronJob) and Karpenter's NodePools (a
+    # test pops the path to play a cluster without the CRD: the double then answers 404).
+    "/apis/apps/v1/replicasets": "replicasets.json",
+    "/apis/batch/v1/jobs": "jobs.json",
+    "/apis/karpenter.sh/v1/nodepools": "nodepools.json",
 }
 
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,14 @@ INSTALL_HINT = (
 )
 # Nothing to scrape and no rules: the server only answers queries about the back-filled blocks.
 CONFIG = "global:\n  scrape_interval: 1h\n  evaluation_interval: 1h\nscrape_configs: []\n"
+
+
+def openmetrics_series(
+    name: str, labels: Mapping[str, str], samples: Iterable[tuple[int, float]]
+) -> list[str]:
+    """The OpenMetrics lines of one series: (Unix seconds, value) samples in time order."""
+    text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return [f"{name}{{{text}}} {value!r} {ts}" for ts, value in samples]
 
 
 class PrometheusUnavailable(RuntimeError):

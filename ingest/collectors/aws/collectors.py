@@ -1,9 +1,10 @@
-"""AWS collectors through boto3: GuardDuty and Security Hub findings, Cost Explorer, budgets.
+"""AWS collectors through boto3: findings, Cost Explorer, budgets and a cluster's subnets.
 
 `AwsConfig` is the `aws:` section of the collectors file; `build` turns it into the
-collectors `aws/guardduty`, `aws/securityhub`, `aws/cost` and `aws/budget` (each only when
-its section is present). Credentials come from the standard chain only (IRSA, EKS Pod
-Identity, the environment, a named profile); see docs/collectors.md, "AWS".
+collectors `aws/guardduty`, `aws/securityhub`, `aws/cost` (and `aws/cost-instance-types`),
+`aws/budget` and `aws/subnets/<cluster>` (each only when its section is present).
+Credentials come from the standard chain only (IRSA, EKS Pod Identity, the environment, a
+named profile); see docs/collectors.md, "AWS".
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ingest.collectors.aws.cost import (
     CostCollector,
     CostExplorerConfig,
 )
+from ingest.collectors.aws.cost_instance_types import InstanceTypeCostCollector
 from ingest.collectors.aws.guardduty import GuardDutyCollector, GuardDutyConfig
+from ingest.collectors.aws.network import SubnetCollector, SubnetsConfig
 from ingest.collectors.aws.securityhub import SecurityHubCollector, SecurityHubConfig
 from ingest.collectors.runtime import Collector
 
@@ -36,6 +39,7 @@ __all__ = [
     "CostExplorerConfig",
     "GuardDutyConfig",
     "SecurityHubConfig",
+    "SubnetsConfig",
     "build",
 ]
 
@@ -64,6 +68,9 @@ class AwsConfig(BaseModel):
     securityhub: SecurityHubConfig | None = Field(None, description="Security Hub findings")
     cost_explorer: CostExplorerConfig | None = Field(None, description="daily spend per service")
     budget: BudgetConfig | None = Field(None, description="the monthly budget")
+    subnets: list[SubnetsConfig] = Field(
+        default_factory=list, description="each cluster's subnets and their free addresses"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +98,10 @@ class AwsConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> AwsConfig:
+        clusters = [s.cluster for s in self.subnets]
+        twice = sorted({c for c in clusters if clusters.count(c) > 1})
+        if twice:
+            raise ValueError(f"subnets: one entry per cluster; repeated: {', '.join(twice)}")
         derived = partition_of(self.region)
         if self.partition != derived:
             raise ValueError(
@@ -143,7 +154,11 @@ def build(cfg: AwsConfig, default_cluster: str | None) -> list[Collector]:
     if cfg.cost_explorer is not None:
         settings = cfg.client_settings(cfg.cost_explorer, billing=True)
         out.append(CostCollector(settings, cfg.cost_explorer))
+        if cfg.cost_explorer.instance_types:
+            out.append(InstanceTypeCostCollector(settings, cfg.cost_explorer))
     if cfg.budget is not None:
         settings = cfg.client_settings(cfg.budget, billing=True)
         out.append(BudgetCollector(settings, cfg.budget))
+    for section in cfg.subnets:
+        out.append(SubnetCollector(cfg.client_settings(section), section))
     return out

@@ -144,6 +144,9 @@ class ClientSettings:
     def client(self, service: Literal["ce"]) -> CostExplorerClient: ...
     @overload
     def client(self, service: Literal["budgets"]) -> BudgetsClient: ...
+    # Untyped: the EC2 stubs are not among the dev dependencies, for one call (network.py).
+    @overload
+    def client(self, service: Literal["ec2"]) -> Any: ...
     def client(self, service: str) -> Any:
         """The boto3 client of `service` for this source (one per source, kept for its limiter)."""
         made = self._clients.get(service)

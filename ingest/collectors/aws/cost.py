@@ -5,6 +5,9 @@ one `opsledger.cost.daily` event per service with the id `<date>/<service>`. Day
 fetched again after the cursor passes them, so a later restatement by AWS is not recorded
 (and cannot be counted twice); today's and yesterday's partial figures are never recorded.
 
+EC2 compute per instance type is the same question asked another way, by its own collector:
+`ingest.collectors.aws.cost_instance_types`.
+
 Budget: one `opsledger.budget.set` event per month, and one more each time the amount or
 currency changes, with ids `<YYYY-MM>/<n>`.
 """
@@ -29,6 +32,7 @@ from ingest.collectors.aws.common import (
     ClientSettings,
     SourceConfig,
     aws_time_us,
+    check_region,
     make_event,
     now_us,
 )
@@ -39,7 +43,7 @@ from store.event_types import EventType
 from store.timefmt import datetime_to_us
 
 if TYPE_CHECKING:
-    from mypy_boto3_ce.type_defs import GetCostAndUsageRequestTypeDef
+    from mypy_boto3_ce.type_defs import GetCostAndUsageRequestTypeDef, GroupTypeDef
 
 log = logging.getLogger("opsledger.collectors.aws.cost")
 
@@ -56,7 +60,7 @@ _BUDGET_NAME_RE = re.compile(r"^[^:\\]{1,100}$")
 
 
 class CostExplorerConfig(SourceConfig):
-    """Cost Explorer's daily spend per service (`GetCostAndUsage`, DAILY, grouped by SERVICE)."""
+    """Cost Explorer's daily spend per service, and of EC2 compute per instance type."""
 
     interval: str = Field(
         "6h", description="time between scheduled runs (each run is 1+ paid call)"
@@ -66,12 +70,27 @@ class CostExplorerConfig(SourceConfig):
     settle: str = Field(
         "1d", description="record a day only once its end is this long ago (late charges)"
     )
+    instance_types: bool = Field(
+        True, description="also record EC2 compute spend and hours per instance type"
+    )
+    instance_type_regions: list[str] | None = Field(
+        None, description="count only EC2 usage in these regions (default: every region)"
+    )
 
     @field_validator("backfill", "settle")
     @classmethod
     def _duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @field_validator("instance_type_regions")
+    @classmethod
+    def _regions(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("name at least one region, or leave it out for every region")
+        return sorted({check_region(v) for v in value})
 
     @property
     def backfill_days(self) -> int:
@@ -133,7 +152,8 @@ def _cost_id(day: date, service: str) -> str:
     return f"{day.isoformat()}/sha256:{hashlib.sha256(service.encode()).hexdigest()[:32]}"
 
 
-def _amount(text: Any) -> float:
+def parse_amount(text: Any) -> float:
+    """A finite amount from Cost Explorer's or Budgets' decimal text, or ValueError."""
     try:
         value = Decimal(str(text))
     except InvalidOperation:
@@ -144,7 +164,15 @@ def _amount(text: Any) -> float:
 
 
 class CostCollector:
-    """Records settled days of Cost Explorer spend; see the module docstring."""
+    """Records settled days of Cost Explorer spend per service; see the module docstring.
+
+    Subclasses ask another question of the same days (`_request`, `_item`) under their own
+    name, source and cursor: `ingest.collectors.aws.cost_instance_types`.
+    """
+
+    NAME: str = COST_NAME
+    SOURCE: str = COST_SOURCE
+    EVENT_TYPE: EventType = EventType.COST_DAILY
 
     def __init__(
         self,
@@ -153,8 +181,8 @@ class CostCollector:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.name = COST_NAME
-        self.source = COST_SOURCE
+        self.name = self.NAME
+        self.source = self.SOURCE
         self.interval_seconds = parse_duration(cfg.interval)
         self.settings = settings
         self.cfg = cfg
@@ -179,20 +207,15 @@ class CostCollector:
         log.info("%s: %d day(s) with spend in [%s, %s)", self.name, len(days), start, end)
         for day in sorted(days):
             raws = []
-            for service, (amount, unit) in sorted(days[day].items()):
+            for key, fields in sorted(days[day].items()):
                 raw = make_event(
                     source=self.source,
-                    event_id=_cost_id(day, service),
-                    event_type=EventType.COST_DAILY,
+                    event_id=_cost_id(day, key),
+                    event_type=self.EVENT_TYPE,
                     # The day's spend is a fact once the day is over.
                     time_us=_day_start_us(day + timedelta(days=1)),
                     cluster=None,
-                    data={
-                        "date": day.isoformat(),
-                        "service": service,
-                        "amount": amount,
-                        "currency": unit,
-                    },
+                    data={"date": day.isoformat(), **fields},
                 )
                 if raw is not None:
                     raws.append(raw)
@@ -200,16 +223,34 @@ class CostCollector:
         if not days or max(days) + timedelta(days=1) < end:
             sink.emit([], {"next_date": end.isoformat()})
 
-    def _fetch(self, start: date, end: date) -> dict[date, dict[str, tuple[float, str]]]:
-        """Every page of the window, merged per day (a page may end inside a day's groups)."""
-        client = self.settings.client("ce")
-        request: GetCostAndUsageRequestTypeDef = {
+    def _request(self, start: date, end: date) -> GetCostAndUsageRequestTypeDef:
+        """The first page's request: DAILY, the configured metric, grouped by SERVICE."""
+        return {
             "TimePeriod": {"Start": start.isoformat(), "End": end.isoformat()},
             "Granularity": "DAILY",
             "Metrics": [self.cfg.metric],
             "GroupBy": [{"Type": "DIMENSION", "Key": "SERVICE"}],
         }
-        days: dict[date, dict[str, tuple[float, str]]] = {}
+
+    def _item(self, group: GroupTypeDef) -> tuple[str, dict[str, Any]] | None:
+        """(key of the id, `data` less its date) of one group of a day, None to skip it."""
+        keys = group.get("Keys") or []
+        metric = (group.get("Metrics") or {}).get(self.cfg.metric)
+        if not keys or metric is None:
+            return None
+        service = str(keys[0])[:253]
+        amount = parse_amount(metric.get("Amount", "0"))
+        return service, {
+            "service": service,
+            "amount": amount,
+            "currency": str(metric.get("Unit") or "USD"),
+        }
+
+    def _fetch(self, start: date, end: date) -> dict[date, dict[str, dict[str, Any]]]:
+        """Every page of the window, merged per day (a page may end inside a day's groups)."""
+        client = self.settings.client("ce")
+        request = self._request(start, end)
+        days: dict[date, dict[str, dict[str, Any]]] = {}
         tokens: set[str] = set()
         while True:
             page = client.get_cost_and_usage(**request)
@@ -218,15 +259,9 @@ class CostCollector:
                 if not start <= day < end:  # never record a day outside the window
                     continue
                 for group in result.get("Groups", []):
-                    keys = group.get("Keys") or []
-                    metric = (group.get("Metrics") or {}).get(self.cfg.metric)
-                    if not keys or metric is None:
-                        continue
-                    amount = _amount(metric.get("Amount", "0"))
-                    days.setdefault(day, {})[str(keys[0])[:253]] = (
-                        amount,
-                        str(metric.get("Unit") or "USD"),
-                    )
+                    item = self._item(group)
+                    if item is not None:
+                        days.setdefault(day, {})[item[0]] = item[1]
             token = page.get("NextPageToken")
             if not token or token in tokens:
                 break
@@ -304,7 +339,7 @@ class BudgetCollector:
             raise ValueError(f"budget {self.cfg.budget_name!r} has no limit for {first:%Y-%m}")
         updated = budget.get("LastUpdatedTime")
         return (
-            _amount(spend["Amount"]),
+            parse_amount(spend["Amount"]),
             str(spend["Unit"]),
             None if updated is None else aws_time_us(updated),
         )

@@ -113,6 +113,8 @@ class Api:
         self.page_size = page_size
         self.core = client.CoreV1Api(api_client)
         self.events_v1 = client.EventsV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
 
     def close(self) -> None:
@@ -213,14 +215,16 @@ class Api:
 
         return self._call(what, call)
 
+    def custom_list(self, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+        """Every item of a cluster-wide list of an API group's objects (metrics, custom)."""
+        return self.list_all(
+            f"list {group} {plural}",
+            lambda **kw: self.custom.list_cluster_custom_object(group, version, plural, **kw),
+        )
+
     def metrics(self, plural: str) -> list[dict[str, Any]]:
         """metrics.k8s.io NodeMetrics or PodMetrics items."""
-        return self.list_all(
-            f"list metrics.k8s.io {plural}",
-            lambda **kw: self.custom.list_cluster_custom_object(
-                "metrics.k8s.io", "v1beta1", plural, **kw
-            ),
-        )
+        return self.custom_list("metrics.k8s.io", "v1beta1", plural)
 
     # -- watches -----------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
-"""The Kubernetes collector: Events, node and pod status, usage and PVC samples of one cluster.
+"""The Kubernetes collector: Events, node, pod and NodePool status, samples of one cluster.
 
-Each run takes a snapshot (nodes, pods, PVCs, metrics.k8s.io, the kubelets' volume stats) and
-then lists and watches Events for `watch_seconds`, resuming from the resourceVersion in its
-cursor. Ids are stable per source item, so a re-run or a restart finds duplicates, never doubles
-(docs/collectors.md, "Kubernetes" has the rules).
+Each run takes a snapshot (nodes, pods and their owners, PVCs, metrics.k8s.io, the kubelets'
+volume stats, NodePools) and then lists and watches Events for `watch_seconds`, resuming from
+the resourceVersion in its cursor. Ids are stable per source item, so a re-run or a restart
+finds duplicates, never doubles (docs/collectors.md, "Kubernetes" has the rules).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ingest.collectors.kubernetes.api import (
     WatchInterrupted,
     connect,
 )
+from ingest.collectors.kubernetes.nodepools import nodepool_events, read_nodepools
 from ingest.collectors.kubernetes.objects import (
     CORE_EVENTS,
     DEFAULT_NODEPOOL_LABELS,
@@ -77,6 +78,10 @@ class KubernetesConfig(BaseModel):
     pvc_usage: bool = Field(
         True, description="Read PVC usage from the kubelets' stats (needs nodes/proxy)."
     )
+    workloads: bool = Field(
+        True, description="Send per-container samples (reads ReplicaSets and Jobs for owners)."
+    )
+    nodepools: bool = Field(True, description="Read karpenter.sh/v1 NodePools.")
     page_size: int = Field(500, ge=1, le=10_000, description="Items per list page.")
     request_timeout_seconds: float = Field(60.0, gt=0, description="Read timeout of a request.")
     retries: int = Field(4, ge=0, le=10, description="Retries of a throttled or failed request.")
@@ -206,7 +211,7 @@ class _Run:
     # -- snapshot: node and pod status, samples ---------------------------------------------
 
     def snapshot(self) -> None:
-        """Nodes, pods, PVCs and usage: changed statuses and this scrape's samples."""
+        """Nodes, pods, PVCs, usage, NodePools: changed statuses and this scrape's samples."""
         snap: Snapshot = take_snapshot(
             self.api,
             cluster=self.c.cluster,
@@ -216,10 +221,22 @@ class _Run:
             nodepool_labels=self.c.cfg.nodepool_labels,
             usage=self.c.cfg.usage,
             pvc_usage=self.c.cfg.pvc_usage,
+            workloads=self.c.cfg.workloads,
         )
+        pools = read_nodepools(self.api) if self.c.cfg.nodepools else None
+        sent = obj(self.cursor.get("nodepools"))
+        pool_events: list[dict[str, Any]] = []
+        if pools is not None:  # unreadable: neither changed nor gone
+            pool_events, self.cursor["nodepools"] = nodepool_events(
+                sent, pools, source=self.c.source, cluster=self.c.cluster, now_us=self.c.now_us()
+            )
         recorded = self.c._recorded
         fresh = {k: v for k, v in snap.statuses.items() if recorded.get(k) != v["id"]}
-        self.emit([*fresh.values(), *snap.samples])
+        try:
+            self.emit([*fresh.values(), *snap.samples, *pool_events])
+        except BaseException:
+            self.cursor["nodepools"] = dict(sent)  # not committed: not sent
+            raise
         # Forget objects gone from the cluster, remember what was just recorded.
         for key in set(recorded) - set(snap.statuses):
             del recorded[key]

@@ -1,4 +1,4 @@
-"""One scrape of a cluster: node and pod status events, usage, requests and PVC samples."""
+"""One scrape of a cluster: node and pod status events; node, namespace, container, PVC samples."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ingest.collectors.kubernetes.objects import (
     text,
     whole,
 )
+from ingest.collectors.kubernetes.workloads import container_rows, read_owners
 from store.contract import METRIC_SAMPLES, event_to_cloudevent
 from store.timefmt import format_us, rfc3339_us_or_none
 
@@ -34,7 +35,7 @@ _STATS_PATH = "/api/v1/nodes/{name}/proxy/stats/summary"
 
 @dataclass(slots=True)
 class Samples:
-    """Gauge samples of one kind (nodes, namespaces, pvcs) at one scrape timestamp."""
+    """Gauge samples of one kind (nodes, namespaces and containers, pvcs) at one scrape time."""
 
     kind: str
     ts_us: int
@@ -111,6 +112,7 @@ def take_snapshot(
     nodepool_labels: Sequence[str],
     usage: bool,
     pvc_usage: bool,
+    workloads: bool,
 ) -> Snapshot:
     """Read the cluster's nodes, pods, PVCs and usage; build the events of this scrape."""
     core = api.core
@@ -119,11 +121,12 @@ def take_snapshot(
         for n in api.list_all("list nodes", core.list_node)
         if text(obj(n.get("metadata")).get("name"))
     ]
-    pods = [
-        pod_info(p, pending_after_us=pending_after_us, now_us=now_us)
+    raw_pods = [
+        p
         for p in api.list_all("list pods", core.list_pod_for_all_namespaces)
         if text(obj(p.get("metadata")).get("name"))
     ]
+    pods = [pod_info(p, pending_after_us=pending_after_us, now_us=now_us) for p in raw_pods]
     pvcs = api.list_all(
         "list persistentvolumeclaims", core.list_persistent_volume_claim_for_all_namespaces
     )
@@ -137,9 +140,16 @@ def take_snapshot(
     for pod in pods:
         snap.statuses[f"pod/{pod.uid}"] = pod_status_event(pod, source=source, cluster=cluster)
     stats = _volume_stats(api, nodes, pods) if pvc_usage else {}
+    pod_samples = _namespace_samples(pods, pod_metrics, scrape_us)
+    if workloads:
+        # Containers ride in the namespaces' event: same pods, same scrape, one commit.
+        for name, labels, value in container_rows(
+            raw_pods, pod_metrics, read_owners(api, raw_pods)
+        ):
+            pod_samples.add(name, labels, value)
     for samples in (
         _node_samples(nodes, node_metrics, scrape_us),
-        _namespace_samples(pods, pod_metrics, scrape_us),
+        pod_samples,
         _pvc_samples(pvcs, stats, scrape_us),
     ):
         event = samples.event(source=source, cluster=cluster)

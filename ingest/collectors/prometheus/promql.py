@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Final
 
+from ingest.collectors.prometheus.workloads import (
+    CONTAINER_LABELS,
+    CONTAINER_REQUIRED,
+    WORKLOAD_QUERIES,
+)
+
 NODE_LABELS: Final = ("node", "nodepool", "zone")
 NAMESPACE_LABELS: Final = ("namespace",)
 PVC_LABELS: Final = ("namespace", "persistentvolumeclaim")
 
 #: The labels a canonical metric's series keep (all others are dropped) and, first, the ones
-#: a series must have: `node` for node metrics; `nodepool` and `zone` are kept when known.
+#: a series must have: `node` for node metrics (`nodepool` and `zone` are kept when known);
+#: namespace, pod and container for container metrics (workload and node when known).
 CANONICAL_LABELS: Final[dict[str, tuple[str, ...]]] = {
     "node_cpu_usage_cores": NODE_LABELS,
     "node_cpu_allocatable_cores": NODE_LABELS,
@@ -22,10 +29,11 @@ CANONICAL_LABELS: Final[dict[str, tuple[str, ...]]] = {
     "namespace_pod_count": NAMESPACE_LABELS,
     "pvc_used_bytes": PVC_LABELS,
     "pvc_capacity_bytes": PVC_LABELS,
+    **dict.fromkeys(WORKLOAD_QUERIES, CONTAINER_LABELS),
 }
+_REQUIRED_OF: Final = {NODE_LABELS: ("node",), CONTAINER_LABELS: CONTAINER_REQUIRED}
 REQUIRED_LABELS: Final[dict[str, tuple[str, ...]]] = {
-    name: ("node",) if labels == NODE_LABELS else labels
-    for name, labels in CANONICAL_LABELS.items()
+    name: _REQUIRED_OF.get(labels, labels) for name, labels in CANONICAL_LABELS.items()
 }
 
 # One series per node carrying `nodepool` and `zone`, from kube-state-metrics' node labels
@@ -102,4 +110,6 @@ DEFAULT_QUERIES: Final[dict[str, str]] = {
     "pvc_capacity_bytes": (
         "max by (namespace, persistentvolumeclaim) (kubelet_volume_stats_capacity_bytes)"
     ),
+    # One series per container, with its pod's node and workload (workloads.py).
+    **WORKLOAD_QUERIES,
 }
