@@ -24,9 +24,12 @@ from api.logs import install as install_log_redaction
 from api.metrics import install as install_metrics
 from api.openapi import install as install_openapi
 from api.routes import capacity, collectors, events, health, incidents, sla, storage
+from api.routes import cost as cost_routes
+from api.routes import decisions as decision_routes
 from api.routes import digest as digest_routes
 from api.routes import exports as export_routes
 from api.routes import metrics as metrics_routes
+from api.routes import network as network_routes
 from api.routes import projections as projection_routes
 from api.routes import query as query_routes
 from api.routes import reports as report_routes
@@ -252,6 +255,9 @@ def create_app(
     app.include_router(projection_routes.router)
     app.include_router(capacity.router)
     app.include_router(storage.router)
+    app.include_router(network_routes.router)
+    app.include_router(cost_routes.router)
+    app.include_router(decision_routes.router)
     app.include_router(incidents.router)
     app.include_router(sla.router)
     app.include_router(webhook_routes.router)

@@ -1,4 +1,7 @@
-"""Capacity questions over the read model: sustained hot runs, growth, and headroom."""
+"""Capacity questions over the read model: sustained hot runs and growth.
+
+Headroom is in analytics.capacity.headroom.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import numpy.typing as npt
 
 from analytics.readmodel.model import snapshot
 from analytics.thresholds import (
-    HEADROOM_TARGET,
     SUSTAINED_MAX_GAP,
     SUSTAINED_MIN,
     SUSTAINED_UTILIZATION,
@@ -250,96 +252,3 @@ def _ratio(now: float | None, before: float | None) -> float | None:
     if now is None or before is None or before == 0:
         return None
     return now / before - 1.0
-
-
-def _days_to(level: float, slope: float, target: float) -> float | None:
-    """Days until a linear trend from `level` reaches `target`: 0 if past, None if never."""
-    if level >= target:
-        return 0.0
-    if slope <= 0:
-        return None
-    return (target - level) / slope
-
-
-def headroom(
-    con: duckdb.DuckDBPyConnection, as_of: datetime, window: timedelta = timedelta(days=30)
-) -> list[dict[str, Any]]:
-    """Per cluster and node pool: commitment now and when requests (or usage) pass 85 %.
-
-    Requests are known per namespace, so only a cluster has a commitment; a node pool is
-    judged by its usage. N-1 removes the pool's (or cluster's) largest node's allocatable.
-    """
-    rows = con.execute(
-        """
-        SELECT scope, cluster, nodepool, resource, t, usage_avg, requests_avg, allocatable_avg
-        FROM cap_rollup
-        WHERE step = '1d' AND scope IN ('cluster', 'nodepool') AND resource IN ('cpu', 'memory')
-          AND t >= ? AND t < ?
-        ORDER BY scope, cluster, nodepool, resource, t
-        """,
-        [as_of - window, as_of],
-    ).fetchall()
-    largest = _largest_nodes(con, as_of)
-    groups: dict[tuple[str, str, str | None, str], list[tuple[Any, ...]]] = {}
-    for r in rows:
-        groups.setdefault((r[0], r[1], r[2], r[3]), []).append(r)
-    out = []
-    for (scope, cluster, nodepool, resource), pts in groups.items():
-        by = "requests" if scope == "cluster" else "usage"
-        col = 6 if by == "requests" else 5
-        series = [(p[4], p[col], p[7]) for p in pts if p[col] is not None and p[7]]
-        if not series:
-            continue
-        days = np.array([(t - series[0][0]).total_seconds() / 86400 for t, _, _ in series])
-        level_series = np.array([v for _, v, _ in series])
-        allocatable = float(series[-1][2])
-        slope = float(np.polyfit(days, level_series, 1)[0]) if len(series) >= 3 else 0.0
-        level = float(level_series[-1])
-        big = largest.get((cluster, nodepool if scope == "nodepool" else None, resource), 0.0)
-        n1 = max(allocatable - big, 0.0)
-        out.append(
-            {
-                "cluster": cluster,
-                "nodepool": nodepool,
-                "resource": resource,
-                "basis": by,
-                "commitment": level / allocatable if by == "requests" else None,
-                "utilization": level / allocatable if by == "usage" else None,
-                "level": level,
-                "allocatable": allocatable,
-                "largest_node_allocatable": big,
-                "growth_per_day": slope,
-            }
-        )
-        for suffix, capacity in (("", allocatable), ("_n_minus_1", n1)):
-            days_left = _days_to(level, slope, HEADROOM_TARGET * capacity)
-            out[-1][f"days_to_85{suffix}"] = days_left
-            out[-1][f"eta_85{suffix}"] = (
-                None if days_left is None else _iso(as_of + timedelta(days=days_left))
-            )
-    return out
-
-
-def _largest_nodes(
-    con: duckdb.DuckDBPyConnection, as_of: datetime
-) -> dict[tuple[str, str | None, str], float]:
-    """The largest node allocatable per (cluster, node pool or None, resource) on the last day."""
-    rows = con.execute(
-        """
-        WITH last AS (
-            SELECT cluster, nodepool, node, resource, arg_max(allocatable, ts) AS a
-            FROM cap_points
-            WHERE scope = 'node' AND resource IN ('cpu', 'memory') AND allocatable IS NOT NULL
-              AND ts >= ? - INTERVAL 1 DAY AND ts < ?
-            GROUP BY ALL
-        )
-        SELECT cluster, nodepool, resource, max(a) FROM last GROUP BY ALL
-        """,
-        [as_of, as_of],
-    ).fetchall()
-    out: dict[tuple[str, str | None, str], float] = {}
-    for cluster, nodepool, resource, a in rows:
-        out[(cluster, nodepool, resource)] = float(a)
-        key = (cluster, None, resource)
-        out[key] = max(out.get(key, 0.0), float(a))
-    return out

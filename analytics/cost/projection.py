@@ -1,4 +1,4 @@
-"""Cost: daily spend per service and monthly budgets, and spend projected to month end."""
+"""Cost: daily spend per service and per instance type, monthly budgets, spend to month end."""
 
 from __future__ import annotations
 
@@ -23,15 +23,25 @@ _DDL: Final = (
         position BIGINT)""",
     """CREATE TABLE IF NOT EXISTS budgets (
         month VARCHAR, amount DOUBLE, currency VARCHAR, position BIGINT)""",
+    # EC2 spend and usage hours per instance type and day: the hourly prices of showback.
+    """CREATE TABLE IF NOT EXISTS cost_instance_daily (
+        day DATE, instance_type VARCHAR, amount DOUBLE, usage_hours DOUBLE, currency VARCHAR,
+        cluster VARCHAR, position BIGINT)""",
 )
+_TABLES: Final = ("cost_daily", "budgets", "cost_instance_daily")
 
 
 class CostProjection:
     """Cost and budget events as recorded; a restated day or budget keeps the latest."""
 
     name = "cost"
-    version = 1
-    types: tuple[str, ...] = (EventType.COST_DAILY, EventType.BUDGET_SET)
+    # 2: EC2 cost per instance type and day (cost_instance_daily).
+    version = 2
+    types: tuple[str, ...] = (
+        EventType.COST_DAILY,
+        EventType.BUDGET_SET,
+        EventType.COST_INSTANCE_TYPE_DAILY,
+    )
     batch_events = 5000
 
     def create(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -41,17 +51,29 @@ class CostProjection:
 
     def drop(self, con: duckdb.DuckDBPyConnection) -> None:
         """Drop the cost tables."""
-        for table in ("cost_daily", "budgets"):
+        for table in _TABLES:
             con.execute(f"DROP TABLE IF EXISTS {table}")
 
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[RecordedEvent]) -> None:
-        """Append the page's cost days and budgets."""
-        days, budgets = [], []
+        """Append the page's cost days, budgets and instance-type days."""
+        days, budgets, instances = [], [], []
         for ev in events:
             d = ev.data or {}
             if ev.type == EventType.COST_DAILY:
                 days.append(
                     (d["date"], d["service"], d["amount"], d["currency"], ev.cluster, ev.position)
+                )
+            elif ev.type == EventType.COST_INSTANCE_TYPE_DAILY:
+                instances.append(
+                    (
+                        d["date"],
+                        d["instance_type"],
+                        d["amount"],
+                        d["usage_hours"],
+                        d["currency"],
+                        ev.cluster,
+                        ev.position,
+                    )
                 )
             else:
                 budgets.append((d["month"], d["amount"], d["currency"], ev.position))
@@ -59,6 +81,10 @@ class CostProjection:
             con.executemany("INSERT INTO cost_daily VALUES (?, ?, ?, ?, ?, ?)", days)
         if budgets:
             con.executemany("INSERT INTO budgets VALUES (?, ?, ?, ?)", budgets)
+        if instances:
+            con.executemany(
+                "INSERT INTO cost_instance_daily VALUES (?, ?, ?, ?, ?, ?, ?)", instances
+            )
 
 
 #: One amount per (day, service): the one recorded last.

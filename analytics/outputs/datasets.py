@@ -43,6 +43,13 @@ class Dataset:
     #: Judged as of a time (`as_of`, default now) rather than filtered by `from` / `to`
     #: alone: forecasts, and breaches that are open until met.
     uses_as_of: bool = False
+    #: Other projections it reads besides `projection` (caught up with it before an export).
+    also_reads: tuple[str, ...] = ()
+
+    @property
+    def projections(self) -> tuple[str, ...]:
+        """Every projection the export reads (none for the ledger)."""
+        return () if self.projection is None else (self.projection, *self.also_reads)
 
     @property
     def source(self) -> Source:
@@ -274,6 +281,95 @@ DATASETS: Final[dict[str, Dataset]] = {
                 Column("cluster", STR, "The event's cluster attribute (usually null)."),
                 Column("position", I64, "Ledger position of the amount."),
             ),
+        ),
+        Dataset(
+            "rightsizing",
+            1,
+            "One row per container (cluster, namespace, workload, container) as of `as_of`: "
+            "requests against usage over the configured look-back, and what to reclaim.",
+            "as_of",
+            "workloads",
+            (
+                Column("as_of", TS, "End of the look-back (exclusive)."),
+                Column("lookback_days", F64, "Length of the look-back, days."),
+                Column("cluster", STR, "Cluster."),
+                Column("namespace", STR, "Namespace."),
+                Column("workload_kind", STR, "Deployment, StatefulSet, DaemonSet, Job, CronJob, "
+                       "ReplicaSet, Pod, or another controller's kind."),
+                Column("workload", STR, "Workload name (the pod's, for a bare pod)."),
+                Column("container", STR, "Container."),
+                Column("pods_avg", F64, "Mean number of pods sampled per timestamp."),
+                Column("cpu_request_cores", F64, "Mean CPU request per pod (null: none)."),
+                Column("cpu_usage_p95_cores", F64, "95th percentile of CPU usage, all pods."),
+                Column("cpu_recommended_cores", F64, "max(p95, the minimum)."),
+                Column("cpu_limit_cores", F64, "Mean CPU limit per pod (null: none)."),
+                Column("memory_request_bytes", F64, "Mean memory request per pod (null: none)."),
+                Column("memory_usage_max_bytes", F64, "Highest working set, all pods."),
+                Column("memory_recommended_bytes", F64, "max(max × (1 + buffer), the minimum)."),
+                Column("memory_limit_bytes", F64, "Mean memory limit per pod (null: none)."),
+                Column("cpu_reclaim_cores", F64, "(request − recommended) × pods_avg; < 0: "
+                       "under-requested."),
+                Column("memory_reclaim_bytes", F64, "(request − recommended) × pods_avg."),
+                Column("monthly_savings", F64, "Reclaim at the cluster's unit prices × 730 h."),
+                Column("currency", STR, "Currency of monthly_savings."),
+                Column("status", STR, "`over`, `under`, `ok`, `no_requests` or "
+                       "`insufficient_data`."),
+                Column("reason", STR, "The status in words."),
+            ),
+            uses_as_of=True,
+            also_reads=("capacity", "cluster_events", "cost"),
+        ),
+        Dataset(
+            "showback",
+            1,
+            "Each month's node cost allocated by max(requests, usage), by namespace, node pool "
+            "and workload, with idle as its own row.",
+            "month_start",
+            "workloads",
+            (
+                Column("month_start", DATE, "First day of the month."),
+                Column("as_of", TS, "The month is counted up to here (its end, or as_of)."),
+                Column("by", STR, "`namespace`, `nodepool` or `workload`: the grouping."),
+                Column("cluster", STR, "Cluster."),
+                Column("namespace", STR, "Namespace (by namespace and workload)."),
+                Column("nodepool", STR, "Node pool (by nodepool)."),
+                Column("workload_kind", STR, "Workload kind (by workload)."),
+                Column("workload", STR, "Workload (by workload)."),
+                Column("idle", BOOL, "The cluster's unallocated node cost."),
+                Column("cpu_cost", F64, "CPU part of the cost."),
+                Column("memory_cost", F64, "Memory part of the cost."),
+                Column("cost", F64, "cpu_cost + memory_cost (null: not costable, see reason)."),
+                Column("share", F64, "Share of the cluster's node cost."),
+                Column("currency", STR, "Currency."),
+                Column("reason", STR, "Why the cost is null."),
+            ),
+            uses_as_of=True,
+            also_reads=("capacity", "cluster_events", "cost"),
+        ),
+        Dataset(
+            "decisions",
+            1,
+            "Each month's ranked actions (reclaim, expand, raise a limit, zone, subnet, PVC, "
+            "budget), judged as of its end.",
+            "month_start",
+            "workloads",
+            (
+                Column("month_start", DATE, "First day of the month."),
+                Column("as_of", TS, "When the month was judged (its end, or as_of)."),
+                Column("rank", I32, "1 is the most urgent."),
+                Column("kind", STR, "`reclaim_workload`, `expand_pool`, `raise_nodepool_limit`, "
+                       "`zone_risk`, `subnet_ips`, `expand_pvc` or `budget`."),
+                Column("target", STR, "What to act on."),
+                Column("now", BOOL, "Due now."),
+                Column("by_date", DATE, "Due by this day (null when due now)."),
+                Column("evidence", STR, "The figures and the rule that fired, in words."),
+                Column("monthly_savings", F64, "Money saved per month."),
+                Column("monthly_cost", F64, "Money it costs per month."),
+                Column("currency", STR, "Currency of the money."),
+                Column("section", STR, "The report section with the figures."),
+            ),
+            uses_as_of=True,
+            also_reads=("capacity", "cluster_events", "inventory", "storage", "cost"),
         ),
         Dataset(
             "events",

@@ -15,6 +15,7 @@ from sqlalchemy import Select, case, func, select
 
 from analytics.incidents.metrics import breaches, metrics
 from analytics.outputs.datasets import DATASETS, Dataset
+from analytics.outputs.export_decisions import decision_rows, rightsizing_rows, showback_rows
 from analytics.storage.projection import forecasts
 from store.ledger import Ledger, RecordedEvent
 from store.schema import DATA_JSON, events, series
@@ -275,6 +276,9 @@ _COMPUTED: Final[
     "storage_forecast": _storage_forecast,
     "sla_breaches": _sla_breaches,
     "incident_metrics_monthly": _incident_metrics,
+    "rightsizing": lambda con, q: rightsizing_rows(con, q.start, q.end, q.cluster, q.as_of),
+    "showback": lambda con, q: showback_rows(con, q.start, q.end, q.cluster, q.as_of),
+    "decisions": lambda con, q: decision_rows(con, q.start, q.end, q.cluster, q.as_of),
 }
 
 

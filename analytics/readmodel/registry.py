@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from analytics.capacity.inventory import InventoryProjection
 from analytics.capacity.projection import CapacityProjection
+from analytics.capacity.workloads import WorkloadsProjection
 from analytics.cluster_events.projection import ClusterEventsProjection
 from analytics.cluster_events.warnings import WarningCountsProjection
 from analytics.cost.projection import CostProjection
@@ -15,6 +17,8 @@ def default_projections() -> list[Projection]:
     """Every projection of the read model, in catch-up order."""
     return [
         CapacityProjection(),
+        WorkloadsProjection(),
+        InventoryProjection(),
         StorageProjection(),
         IncidentProjection(),
         ClusterEventsProjection(),

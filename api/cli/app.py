@@ -8,6 +8,8 @@ from api.cli import db, demo, events, keys, projections, serve
 from api.cli.backup import backup, restore, verify
 from api.cli.collectors import collect, collectors_app
 from api.cli.common import err
+from api.cli.cost import cost_app
+from api.cli.decisions import decisions
 from api.cli.digest import digest
 from api.cli.export import export
 from api.cli.incidents import incidents_app, sla_app
@@ -29,6 +31,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(sla_app, name="sla")
 app.add_typer(collectors_app, name="collectors")
 app.add_typer(report_app, name="report")
+app.add_typer(cost_app, name="cost")
 app.command(
     "collect",
     epilog="Example: `opsledger collect --once --only prometheus/prod-eks-1`",
@@ -43,6 +46,9 @@ app.command(
     epilog="Examples: `opsledger export incidents --format csv --out incidents.csv`, "
     "`opsledger export capacity_daily --partition month --out s3://bucket/opsledger`",
 )(export)
+app.command("decisions", epilog="Example: `opsledger decisions --month 2026-10 --csv`")(
+    decisions
+)
 app.command("digest", epilog="Example: `opsledger digest --since 24h --format markdown`")(digest)
 app.command("backup", epilog="Example: `opsledger backup /backups/opsledger/2026-11-26`")(backup)
 app.command(

@@ -110,7 +110,7 @@ def _rows(ds: Dataset, q: ExportQuery) -> Iterator[Rows]:
             yield rows
         return
     try:
-        Runner(ledger(), model, default_projections()).catch_up([ds.projection])
+        Runner(ledger(), model, default_projections()).catch_up(list(ds.projections))
         rows = read_model_rows(model.cursor().cursor(), ds, q)
         try:
             yield rows
