@@ -26,6 +26,10 @@ NO_ZONE: Final = "null"
 _LATEST_DAY: Final = timedelta(days=1)
 
 
+#: A least-squares slope at most this share of the series' largest value per day is flat.
+FLAT: Final = 1e-12
+
+
 def iso_z(ts: datetime) -> str:
     """A naive UTC instant as `YYYY-MM-DDTHH:MM:SSZ`."""
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -56,6 +60,10 @@ def fit(series: Sequence[tuple[datetime, float]]) -> tuple[float, float]:
     days = np.array([(t - series[0][0]).total_seconds() / 86400 for t, _ in series])
     values = np.array([v for _, v in series])
     slope = float(np.polyfit(days, values, 1)[0]) if len(series) >= 3 else 0.0
+    # A flat series fits a slope of rounding noise (±1e-15 of its level) instead of 0, which
+    # would forecast a threshold 10^15 days out: below that noise a trend is flat.
+    if abs(slope) <= FLAT * float(np.max(np.abs(values))):
+        slope = 0.0
     return float(values[-1]), slope
 
 

@@ -79,6 +79,25 @@ def month_as_of(month: str, now: datetime) -> datetime:
     return min(end, now)
 
 
+def rightsized(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, policy: Policy, cluster: str | None
+) -> list[dict[str, Any]]:
+    """Every container's rightsizing, priced, over the policy's look-back ending at `as_of`."""
+    return priced_rightsizing(
+        con,
+        as_of,
+        policy.lookback,
+        percentile=policy.percentile,
+        memory_buffer=policy.memory_buffer,
+        min_cpu_cores=policy.min_cpu_cores,
+        min_memory_bytes=policy.min_memory_bytes,
+        cluster=cluster,
+        table=policy.prices,
+        w_cpu=policy.w_cpu,
+        w_mem=policy.w_mem,
+    )
+
+
 def decisions(
     con: duckdb.DuckDBPyConnection,
     month: str,
@@ -98,19 +117,7 @@ def _decisions(
     policy: Policy,
     cluster: str | None,
 ) -> dict[str, Any]:
-    rs = priced_rightsizing(
-        con,
-        as_of,
-        policy.lookback,
-        percentile=policy.percentile,
-        memory_buffer=policy.memory_buffer,
-        min_cpu_cores=policy.min_cpu_cores,
-        min_memory_bytes=policy.min_memory_bytes,
-        cluster=cluster,
-        table=policy.prices,
-        w_cpu=policy.w_cpu,
-        w_mem=policy.w_mem,
-    )
+    rs = rightsized(con, as_of, policy, cluster)
     rooms = headroom(con, as_of, cluster=cluster)
     price_of = _pricer(con, as_of, policy.prices)
     found: list[actions.Action] = []

@@ -8,9 +8,8 @@ from typing import Any, Final, get_args
 
 import duckdb
 
-from analytics.cost.savings import priced_rightsizing
 from analytics.cost.showback import By, showback
-from analytics.decisions.gather import decisions, month_as_of, policy_of
+from analytics.decisions.gather import decisions, month_as_of, policy_of, rightsized
 from store.settings import get_settings
 
 #: Each showback row carries the grouping it belongs to; these are its key columns.
@@ -42,19 +41,7 @@ def rightsizing_rows(
 ) -> list[dict[str, Any]]:
     """One row per container as of `as_of`, over the configured look-back."""
     policy = policy_of(get_settings())
-    items = priced_rightsizing(
-        con,
-        as_of,
-        policy.lookback,
-        percentile=policy.percentile,
-        memory_buffer=policy.memory_buffer,
-        min_cpu_cores=policy.min_cpu_cores,
-        min_memory_bytes=policy.min_memory_bytes,
-        cluster=cluster,
-        table=policy.prices,
-        w_cpu=policy.w_cpu,
-        w_mem=policy.w_mem,
-    )
+    items = rightsized(con, as_of, policy, cluster)
     days = policy.lookback.total_seconds() / 86400
     return [{**i, "as_of": _utc(as_of), "lookback_days": days} for i in items]
 
