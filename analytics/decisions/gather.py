@@ -16,7 +16,7 @@ from analytics.cost.prices import instance_prices
 from analytics.cost.savings import priced_rightsizing
 from analytics.decisions import actions
 from analytics.readmodel.model import snapshot
-from analytics.storage.projection import forecasts
+from analytics.storage.projection import forecasts, month_end_forecasts
 from store.prices import PriceTable, load_price_table
 from store.settings import Settings
 
@@ -131,7 +131,7 @@ def _decisions(
     )
     table = policy.prices
     found += actions.pvcs(
-        forecasts(con, as_of, cluster=cluster),
+        _pvc_forecasts(con, as_of, cluster),
         None if table is None else table.storage_gib_month,
         None if table is None else table.currency,
         policy.horizon_days,
@@ -150,6 +150,16 @@ def _decisions(
         "horizon_days": policy.horizon_days,
         "items": actions.ranked(found),
     }
+
+
+def _pvc_forecasts(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, cluster: str | None
+) -> list[dict[str, Any]]:
+    """The PVC forecasts as of `as_of`: at a month's end, those the report shows (samples
+    before the boundary, kept by the storage projection), so both give the same answer."""
+    if as_of == datetime(as_of.year, as_of.month, 1):
+        return month_end_forecasts(con, as_of, cluster)
+    return forecasts(con, as_of, cluster=cluster)
 
 
 def _pricer(

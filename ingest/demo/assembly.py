@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ingest.demo.containers import day_event
 from ingest.demo.facts import DayPlan
 from ingest.demo.findings import finding_facts
 from ingest.demo.incidents import adhoc_facts, incident_raws, pvc_facts, sla_policy_raw
@@ -19,6 +20,9 @@ from ingest.demo.kubernetes import (
     observed_nodes,
 )
 from ingest.demo.money import budget_raws, cost_raws
+from ingest.demo.network import subnet_facts
+from ingest.demo.nodepools import nodepool_facts
+from ingest.demo.pods import hour_pods
 from ingest.demo.samples import hour_event
 from ingest.demo.units import DAY, HOUR, date_us, day_of, month_start
 from ingest.demo.world import ROTATE_H, World
@@ -57,6 +61,8 @@ def day_plan(w: World, day: int) -> DayPlan:
     finding_facts(w, day, plan)
     pvc_facts(w, day, plan)
     adhoc_facts(w, day, plan)
+    nodepool_facts(w, day, plan)
+    subnet_facts(w, day, plan)
     return plan
 
 
@@ -112,7 +118,11 @@ def _days(since: dt.date, now_us: int, seed: int) -> Iterator[tuple[int, int, li
     k = 0
     for n, day in enumerate(days, start=1):
         hours = [h for h in range(day * 24, day * 24 + 24) if (h + 1) * HOUR <= now_us]
-        events = [hour_event(w, h) for h in hours]
+        frames = [(pods, *hour_event(w, h, pods)) for h in hours for pods in (hour_pods(w, h),)]
+        events = [event for _, event, _ in frames]
+        if len(hours) == 24:
+            # A day's container samples are one event, sent once the day is over.
+            events.append(day_event(w, day, [(pods, usage) for pods, _, usage in frames]))
         while k < len(discrete) and day_of(discrete[k].time_us) <= day:
             events.append(discrete[k])
             k += 1

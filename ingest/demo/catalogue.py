@@ -68,7 +68,7 @@ class Pool:
 
 
 POOLS: Final = (
-    Pool("system", (("m6i.xlarge", 1.0),), 3, 0.0, 3, 3, (0.28, 0.10), (0.55, 0.05), 0.70),
+    Pool("system", (("m6i.xlarge", 1.0),), 3, 0.0, 3, 3, (0.28, 0.10), (0.44, 0.05), 0.70),
     Pool(
         "general-purpose",
         (("m6i.2xlarge", 0.5), ("m7i.2xlarge", 0.2), ("c6i.2xlarge", 0.15), ("m6i.4xlarge", 0.15)),
@@ -76,8 +76,8 @@ POOLS: Final = (
         0.45,
         22,
         44,
-        (0.42, 0.12),
-        (0.50, 0.10),
+        (0.40, 0.12),
+        (0.38, 0.10),
         0.80,
     ),
     Pool(
@@ -88,14 +88,17 @@ POOLS: Final = (
         4,
         8,
         (0.45, 0.15),
-        (0.62, 0.08),
+        (0.52, 0.08),
         0.82,
     ),
-    Pool("gpu", (("g5.2xlarge", 1.0),), 3, 0.65, 1, 3, (0.25, 0.30), (0.40, 0.20), 0.75),
+    # Pinned at its NodePool limit (ingest/demo/nodepools.py): base and swing are not used.
+    Pool("gpu", (("g5.2xlarge", 1.0),), 3, 0.0, 2, 8, (0.30, 0.30), (0.60, 0.10), 0.80),
 )
 POOL_INDEX: Final = {p.name: i for i, p in enumerate(POOLS)}
 #: The pool that runs hot: batch jobs hit its NodePool limit (`max_nodes`).
 HOT_POOL: Final = "memory-optimized"
+#: The pool whose demand exceeds its NodePool limit: it runs as many nodes as the limit allows.
+GPU_POOL: Final = "gpu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +123,17 @@ NAMESPACES: Final = (
     Namespace(
         "prometheus",
         "general-purpose",
-        0.12,
-        0.20,
+        0.08,
+        0.10,
         1.00,
-        ("kube-state-metrics", "grafana", "prometheus-operator"),
+        (
+            "kube-state-metrics",
+            "grafana",
+            "prometheus-operator",
+            "prometheus-kube-prometheus-stack-prometheus",
+            "loki",
+            "prometheus-node-exporter",
+        ),
     ),
     Namespace("payments", "general-purpose", 0.18, 0.14, 0.50, ("payments-api", "payments-worker")),
     Namespace("checkout", "general-purpose", 0.18, 0.14, 0.50, ("checkout-api", "cart-service")),
@@ -139,7 +149,14 @@ NAMESPACES: Final = (
     ),
     Namespace("web-frontend", "general-purpose", 0.17, 0.20, 0.25, ("web-frontend",)),
     Namespace("search", HOT_POOL, 0.45, 0.50, 2.00, ("search-indexer", "search-api")),
-    Namespace("data-pipeline", HOT_POOL, 0.55, 0.50, 1.50, ("spark-executor", "kafka-connect")),
+    Namespace(
+        "data-pipeline",
+        HOT_POOL,
+        0.55,
+        0.50,
+        1.50,
+        ("spark-executor", "kafka-connect", "nightly-compaction"),
+    ),
     Namespace("ml-inference", "gpu", 1.00, 1.00, 4.00, ("triton-server", "embedding-service")),
 )
 APP_NAMESPACES: Final = ("payments", "checkout", "catalog", "orders", "notifications")

@@ -11,6 +11,7 @@ import numpy as np
 #: Random-stream tags: each kind of fact draws from its own `default_rng([seed, slot, tag])`.
 T_NODES, T_FLAP, T_HOT, T_SAMPLES, T_STEP, T_CRASH = 1, 2, 3, 4, 5, 6
 T_WARN, T_FIND, T_INCIDENT, T_COST, T_GAP, T_PVC, T_ADHOC = 7, 8, 9, 10, 11, 12, 13
+T_CONTAINER, T_SUBNET = 14, 15
 
 
 def keyed_rng(*key: int) -> np.random.Generator:

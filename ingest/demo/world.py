@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ingest.demo.catalogue import (
+    GPU_POOL,
     HOT_POOL,
     INSTANCE_TYPES,
     POOL_INDEX,
@@ -29,6 +30,7 @@ from ingest.demo.draws import (
     stable_unit,
     text_tag,
 )
+from ingest.demo.nodepools import gpu_limit_nodes
 from ingest.demo.units import DAY, GIB, HOUR, MIN, SEC, day_of, utc_us
 
 FloatArray = npt.NDArray[np.float64]
@@ -100,6 +102,17 @@ class World:
     nodes: list[Node] = field(default_factory=list)
     hot: dict[int, tuple[int, int]] = field(default_factory=dict)
     flaps: dict[int, list[Flap]] = field(default_factory=dict)
+    #: Per node (by index): allocatable cores, a 64-bit key (its id's digits), zone index.
+    node_cpu: FloatArray = field(default_factory=lambda: np.zeros(0))
+    node_key: npt.NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    node_zone: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    node_slot: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    node_pool: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    node_mem: FloatArray = field(default_factory=lambda: np.zeros(0))
+    node_factor: FloatArray = field(default_factory=lambda: np.zeros(0))
+    node_labels: list[dict[str, str]] = field(default_factory=list)
+    #: Derived per-hour facts more than one section reads (pure functions of the hour).
+    memo: dict[tuple[str, int], object] = field(default_factory=dict)
 
     @classmethod
     def build(cls, seed: int, h0: int, h1: int) -> World:
@@ -115,6 +128,14 @@ class World:
             w.slots[pool.name] = w._incarnate(pool, hours)
         for day in range(h0 // 24 + ROTATE_H // 24 + 1, h1 // 24):
             w.flaps[day] = _flaps(w, day)
+        w.node_cpu = np.array([n.itype.cpu_alloc for n in w.nodes])
+        w.node_key = np.array([int(n.name[3:], 16) for n in w.nodes], dtype=np.uint64)
+        w.node_zone = np.array([ZONES.index(n.zone) for n in w.nodes], dtype=np.int64)
+        w.node_slot = np.array([n.slot for n in w.nodes], dtype=np.int64)
+        w.node_pool = np.array([POOL_INDEX[n.pool] for n in w.nodes], dtype=np.int64)
+        w.node_mem = np.array([float(n.itype.mem_alloc) for n in w.nodes])
+        w.node_factor = np.array([n.factor for n in w.nodes])
+        w.node_labels = [{"node": n.name, "nodepool": n.pool, "zone": n.zone} for n in w.nodes]
         return w
 
     def _incarnate(self, pool: Pool, hours: IntArray) -> IntArray:
@@ -163,6 +184,12 @@ class World:
         col = self.slots[pool][:, h - self.h0]
         return [int(i) for i in col if i >= 0]
 
+    def alive_idx(self, pool: str, h: int) -> IntArray:
+        """Indices of the pool's nodes running in hour h, by slot, as an array."""
+        col = self.slots[pool][:, h - self.h0]
+        out: IntArray = col[col >= 0]
+        return out
+
     def alive_all(self, h: int) -> list[int]:
         """Indices of every node running in hour h."""
         return [i for p in POOLS for i in self.alive(p.name, h)]
@@ -196,6 +223,9 @@ def _node_counts(
     seed: int, pool: Pool, hours: IntArray, hot: dict[int, tuple[int, int]]
 ) -> IntArray:
     """Nodes the pool wants per hour: load x growth x a daily wobble, within its limits."""
+    if pool.name == GPU_POOL:
+        # Inference demand is above the GPU NodePool's limit day and night.
+        return np.array([gpu_limit_nodes(int(h) * HOUR) for h in hours], dtype=np.int64)
     mid = (hours * HOUR + HOUR // 2).astype(np.float64)
     days = hours // 24
     wobble = np.ones(len(hours))
