@@ -263,6 +263,13 @@ class Settings(BaseSettings):
         gt=0,
         description="See `cost_cpu_core_hour_weight`.",
     )
+    decisions_min_monthly_savings: float = Field(
+        10.0,
+        ge=0,
+        le=1e9,
+        description="A workload is a reclaim decision only when lowering its requests saves "
+        "more than this much a month (in the prices' currency).",
+    )
     decisions_horizon_days: float = Field(
         30.0,
         gt=0,

@@ -84,6 +84,10 @@ def _when(as_of: datetime, days: float | None) -> str:
     return f"in {days:.1f} days ({(as_of + timedelta(days=days)).date().isoformat()})"
 
 
+def _word(resource: str) -> str:
+    return "CPU" if resource == "cpu" else "Memory"
+
+
 def _fmt(resource: str, value: float | None) -> str:
     if value is None:
         return "unknown"
@@ -101,13 +105,15 @@ def _money(
     return amount, currency, f" About {amount:,.0f} {currency or ''}/month.".replace(" /", "/")
 
 
-def reclaims(items: Iterable[dict[str, Any]], as_of: datetime) -> list[Action]:
-    """Over-requested containers that would save money if their requests were lowered."""
+def reclaims(
+    items: Iterable[dict[str, Any]], as_of: datetime, min_savings: float = 0.0
+) -> list[Action]:
+    """Over-requested containers whose lower requests would save more than `min_savings`."""
     out = []
     by = (as_of + RECLAIM_BY).date()
     for i in items:
         savings = i.get("monthly_savings")
-        if i.get("status") != "over" or savings is None or savings <= 0:
+        if i.get("status") != "over" or savings is None or savings <= max(min_savings, 0.0):
             continue
         target = "/".join(
             str(i[k]) for k in ("cluster", "namespace", "workload_kind", "workload", "container")
@@ -184,7 +190,7 @@ def expansions(
         cost = None if price.hourly is None else nodes * price.hourly * HOURS_PER_MONTH
         amount, currency, money = _money(cost, price.currency, price.reason)
         evidence = (
-            f"{h['resource'].upper()} {'requests' if len(ahead) > 1 else h['basis']} reach 85 % of "
+            f"{_word(h['resource'])} {'requests' if len(ahead) > 1 else h['basis']} reach 85 % of "
             f"the allocatable without the largest node (N-1) {_when(as_of, soonest)}: "
             f"{_fmt(h['resource'], max(ahead))} expected in 30 days against "
             f"{_fmt(h['resource'], h['allocatable'] - big)} N-1. Add {nodes} node"
@@ -216,7 +222,7 @@ def limits(
             continue
         days = lim["days_to_limit"]
         evidence = (
-            f"{h['resource'].upper()} requests ({_fmt(h['resource'], h.get('requests'))}, "
+            f"{_word(h['resource'])} requests ({_fmt(h['resource'], h.get('requests'))}, "
             f"growing {_fmt(h['resource'], h.get('requests_growth_per_day'))} a day) reach the "
             f"NodePool limit of {_fmt(h['resource'], lim['limit'])} {_when(as_of, days)}: "
             "Karpenter will not provision past it."
@@ -279,12 +285,19 @@ def subnets(zones_: Iterable[dict[str, Any]], horizon_days: float, as_of: dateti
         days = z.get("days_to_exhaustion")
         if days is None or days > horizon_days:
             continue
-        evidence = (
-            f"{z['available_ips']:,} free addresses in {z['subnets']} subnet"
-            f"{'s' if z['subnets'] != 1 else ''} of {z['zone']}, and pods grow by "
-            f"{z.get('pods_per_day') or 0:.1f} a day: the zone runs out {_when(as_of, days)} "
-            "(the VPC CNI gives every pod an address)."
-        )
+        subnets = z["subnets"] if isinstance(z["subnets"], list) else []
+        names = ", ".join(subnets) or "its subnets"
+        if days <= 0:
+            evidence = (
+                f"No free address left in {z['zone']} ({names}): pods scheduled there cannot "
+                "start (the VPC CNI gives every pod an address)."
+            )
+        else:
+            evidence = (
+                f"{z['available_ips']:,} free addresses in {z['zone']} ({names}), and pods there "
+                f"grow by {z.get('pods_per_day') or 0:.1f} a day: the zone runs out "
+                f"{_when(as_of, days)} (the VPC CNI gives every pod an address)."
+            )
         out.append(
             Action(
                 "subnet_ips",
@@ -345,14 +358,15 @@ def budget(fc: dict[str, Any], month_last_day: date) -> list[Action]:
         return []
     over = fc["forecast"] - fc["budget"]
     cur = fc.get("currency") or ""
-    evidence = (
-        f"Forecast {fc['forecast']:,.0f} {cur} (80 % band {fc['low']:,.0f}–{fc['high']:,.0f}) "
-        f"against a budget of {fc['budget']:,.0f} {cur}: "
-        + (
-            "more than 10 % over."
-            if fc["status"] == "over_budget"
-            else "the band reaches more than 10 % over."
-        )
+    figure = (
+        f"Spent {fc['forecast']:,.0f} {cur}"
+        if not fc.get("remaining_days")
+        else f"Forecast {fc['forecast']:,.0f} {cur} (80 % band {fc['low']:,.0f}–{fc['high']:,.0f})"
+    )
+    evidence = f"{figure} against a budget of {fc['budget']:,.0f} {cur}: " + (
+        "more than 10 % over."
+        if fc["status"] == "over_budget"
+        else "the band reaches more than 10 % over."
     )
     return [
         Action(
@@ -366,6 +380,10 @@ def budget(fc: dict[str, Any], month_last_day: date) -> list[Action]:
             figures={"forecast": fc["forecast"], "budget": fc["budget"], "status": fc["status"]},
         )
     ]
+
+
+def _cents(amount: float | None) -> float | None:
+    return None if amount is None else round(amount, 2)
 
 
 def ranked(actions: Sequence[Action]) -> list[dict[str, Any]]:
@@ -387,8 +405,8 @@ def ranked(actions: Sequence[Action]) -> list[dict[str, Any]]:
             "target": a.target,
             "by": "now" if a.by is None else a.by.isoformat(),
             "evidence": a.evidence,
-            "monthly_savings": a.monthly_savings,
-            "monthly_cost": a.monthly_cost,
+            "monthly_savings": _cents(a.monthly_savings),
+            "monthly_cost": _cents(a.monthly_cost),
             "currency": a.currency,
             "section": a.section,
             "figures": a.figures,

@@ -26,6 +26,7 @@ class Policy:
     """What the rules are judged with: the settings that shape decisions."""
 
     horizon_days: float
+    min_savings: float
     lookback: timedelta
     percentile: float
     memory_buffer: float
@@ -40,6 +41,7 @@ def policy_of(settings: Settings) -> Policy:
     """The rules' settings; raises store.prices.PriceTableError when the price table is bad."""
     return Policy(
         horizon_days=settings.decisions_horizon_days,
+        min_savings=settings.decisions_min_monthly_savings,
         lookback=timedelta(days=settings.rightsizing_lookback_days),
         percentile=settings.rightsizing_cpu_percentile,
         memory_buffer=settings.rightsizing_memory_buffer,
@@ -121,7 +123,7 @@ def _decisions(
     rooms = headroom(con, as_of, cluster=cluster)
     price_of = _pricer(con, as_of, policy.prices)
     found: list[actions.Action] = []
-    found += actions.reclaims(rs, as_of)
+    found += actions.reclaims(rs, as_of, policy.min_savings)
     expand = actions.expansions(rooms, price_of, policy.horizon_days, as_of)
     found += expand
     found += actions.limits(rooms, policy.horizon_days, as_of)
