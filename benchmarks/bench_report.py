@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from analytics.capacity.hotspots import sustained
+from analytics.decisions.gather import policy_of
 from analytics.outputs.report_data import gather
 from analytics.outputs.report_model import Month, Report
 from analytics.readmodel.model import ReadModel
@@ -34,6 +35,7 @@ from ingest import demo
 from store.contract import Event, batch_from_columns, samples_event, validate_event
 from store.ledger import Ledger
 from store.migrate import upgrade
+from store.settings import get_settings
 from store.timefmt import format_us, parse_rfc3339_us
 
 TARGET_S = 2.0
@@ -223,13 +225,14 @@ def time_report(ledger: Ledger, model: ReadModel, repeat: int) -> dict[str, Any]
     """Medians of gather (and its parts), render and the whole; forecasts and runs alone."""
     month = Month.parse(MONTH)
     con = model.cursor()
+    policy = policy_of(get_settings())
     runs: list[dict[str, float]] = []
     report: Report | None = None
     size = 0
     for _ in range(repeat):
         parts: dict[str, float] = {}
         t0 = time.perf_counter()
-        report = gather(con, ledger, month, timings=parts)
+        report = gather(con, ledger, month, timings=parts, policy=policy)
         t1 = time.perf_counter()
         html = render(report)
         t2 = time.perf_counter()
@@ -279,7 +282,13 @@ def measure(
 def _print(f: dict[str, Any], title: str) -> None:
     print(f"  {title}:")
     print(f"    gather {f['gather']:.3f} s + render {f['render']:.3f} s = {f['total']:.3f} s")
-    for part in ("capacity", "storage", "findings, incidents, cost"):
+    for part in (
+        "capacity",
+        "storage",
+        "findings, incidents, cost",
+        "decisions",
+        "rightsizing, network, showback",
+    ):
         print(f"      gather, {part}: {f[part]:.3f} s")
     print(f"      (alone: month_end_forecasts() {f['month-end forecasts alone']:.3f} s, "
           f"forecasts() fitting every PVC {f['forecasts alone']:.3f} s, "

@@ -27,12 +27,15 @@ DEMO_SINCE = dt.date(2026, 9, 15)
 DEMO_NOW = "2026-11-01T00:00:00Z"
 #: The report's sections and charts, by element id (the report and browser tests look for each).
 SECTIONS = (
+    "decisions",
     "summary",
     "utilisation",
     "namespaces",
     "sustained",
     "counts",
     "headroom",
+    "rightsizing",
+    "network",
     "storage",
     "findings",
     "incidents",
@@ -200,5 +203,142 @@ def hostile_ledger(into: Path) -> tuple[str, Path]:
     url = f"sqlite:///{into / 'ledger.db'}"
     upgrade(url)
     append_raw(url, hostile_events())
+    catch_up(url, into / "analytics.duckdb")
+    return url, into / "analytics.duckdb"
+
+
+# -- every kind of decision ----------------------------------------------------------------------
+
+#: The small world of `decisions_events()`: what each figure is built to trigger.
+DECISION_KINDS = (
+    "reclaim_workload",
+    "expand_pool",
+    "raise_nodepool_limit",
+    "zone_risk",
+    "subnet_ips",
+    "expand_pvc",
+    "budget",
+)
+INSTANCE_TYPE = "m6i.xlarge"
+INSTANCE_HOURLY = 0.192
+_DECISION_STEP = 900
+_DECISION_DAYS = 4
+
+
+def decisions_events() -> list[dict[str, Any]]:
+    """Four days before 1 November 2026 of a cluster with one of each decision.
+
+    Node pool `general`: three 4-core, 16 GiB m6i.xlarge nodes, two in zone a and one in b,
+    each using 3 cores (9 of 12: 85 % of N-1 is gone, expand). Containers: shop's Deployment
+    web requests 2 cores and 4 GiB on two pods and uses 0.2 cores and 1 GiB (over-requested:
+    reclaim); batch's StatefulSet db requests 0.1 cores and uses 0.5 (under-requested). Their
+    4.1 cores of requests pass the NodePool's 4-core limit (raise it) and do not fit in zone b
+    alone (zone risk). Zone a's subnet has no free address left; the PVC is 95 % full; the
+    month's 80 USD of spend is over its 50 USD budget.
+    """
+    start = int(dt.datetime(2026, 10, 28, tzinfo=dt.UTC).timestamp())
+    nodes = [
+        ("node-a1", "us-gov-west-1a"),
+        ("node-a2", "us-gov-west-1a"),
+        ("node-b1", "us-gov-west-1b"),
+    ]
+    pods = [
+        ("shop", "web-1", "app", "Deployment", "web", "node-a1", 2.0, 0.2, 4 * 2**30, 2**30),
+        ("shop", "web-2", "app", "Deployment", "web", "node-b1", 2.0, 0.2, 4 * 2**30, 2**30),
+        ("batch", "db-0", "pg", "StatefulSet", "db", "node-a2", 0.1, 0.5, 512 * 2**20, 2**30),
+    ]
+    pvc = {"namespace": "batch", "persistentvolumeclaim": "data-db-0"}
+    out = [
+        cloudevent(
+            "opsledger.k8s.node.status",
+            {
+                "node": node, "ready": True, "nodepool": "general", "zone": zone,
+                "instance_type": INSTANCE_TYPE,
+                "allocatable": {"cpu_cores": 4.0, "memory_bytes": 16 * 2**30, "pods": 58},
+            },
+            id=f"d-node-{node}", time=_ts(start), cluster=CLUSTER,
+        )
+        for node, zone in nodes
+    ]  # fmt: skip
+    per_day = 86400 // _DECISION_STEP
+    for day in range(_DECISION_DAYS):
+        samples = []
+        for k in range(per_day):
+            t = start + day * 86400 + k * _DECISION_STEP
+            for node, zone in nodes:
+                n = {"node": node, "nodepool": "general", "zone": zone}
+                samples += [
+                    sample("node_cpu_allocatable_cores", n, t, 4.0),
+                    sample("node_cpu_usage_cores", n, t, 3.0),
+                    sample("node_memory_allocatable_bytes", n, t, 16 * 2**30),
+                    sample("node_memory_usage_bytes", n, t, 8 * 2**30),
+                ]
+            for ns, pod, container, kind, workload, node, cpu_req, cpu, mem_req, mem in pods:
+                labels = {
+                    "namespace": ns, "pod": pod, "container": container,
+                    "workload_kind": kind, "workload": workload, "node": node,
+                }  # fmt: skip
+                samples += [
+                    sample("container_cpu_requests_cores", labels, t, cpu_req),
+                    sample("container_cpu_usage_cores", labels, t, cpu),
+                    sample("container_memory_requests_bytes", labels, t, mem_req),
+                    sample("container_memory_working_set_bytes", labels, t, mem),
+                ]
+            samples += [
+                sample("pvc_capacity_bytes", pvc, t, 100 * 2**30),
+                sample("pvc_used_bytes", pvc, t, 95 * 2**30),
+            ]
+        out.append(
+            cloudevent(
+                "opsledger.metric.samples",
+                {"samples": samples},
+                id=f"d-samples-{day}",
+                time=_ts(start + (day + 1) * 86400 - _DECISION_STEP),
+                cluster=CLUSTER,
+            )
+        )
+    out += [
+        cloudevent("opsledger.k8s.nodepool.status",
+                   {"nodepool": "general", "limits": {"cpu_cores": 4.0}},
+                   id="d-nodepool", time=_ts(start), cluster=CLUSTER),
+        cloudevent("opsledger.network.subnet.status",
+                   {"subnet_id": "subnet-a", "zone": "us-gov-west-1a", "cidr": "10.0.0.0/24",
+                    "available_ips": 0, "total_ips": 251, "vpc_id": "vpc-1"},
+                   id="d-subnet-a", time=_ts(start + 3 * 86400), cluster=CLUSTER),
+        cloudevent("opsledger.network.subnet.status",
+                   {"subnet_id": "subnet-b", "zone": "us-gov-west-1b", "cidr": "10.0.1.0/24",
+                    "available_ips": 200, "total_ips": 251, "vpc_id": "vpc-1"},
+                   id="d-subnet-b", time=_ts(start + 3 * 86400), cluster=CLUSTER),
+        cloudevent("opsledger.budget.set", {"month": MONTH, "amount": 50.0, "currency": "USD"},
+                   id="d-budget", time="2026-10-01T00:00:00Z", cluster=None),
+    ]  # fmt: skip
+    for d in range(1, 31):
+        day = dt.date(2026, 10, d).isoformat()
+        out.append(
+            cloudevent(
+                "opsledger.cost.instance_type.daily",
+                {"date": day, "instance_type": INSTANCE_TYPE, "amount": INSTANCE_HOURLY * 72,
+                 "usage_hours": 72.0, "currency": "USD"},
+                id=f"d-ec2-{day}", time=f"{day}T23:00:00Z", cluster=None,
+            )
+        )  # fmt: skip
+    for d in range(28, 32):
+        day = dt.date(2026, 10, d).isoformat()
+        out.append(
+            cloudevent(
+                "opsledger.cost.daily",
+                {"date": day, "service": "AmazonEC2", "amount": 20.0, "currency": "USD"},
+                id=f"d-cost-{day}", time=f"{day}T23:00:00Z", cluster=None,
+            )
+        )  # fmt: skip
+    return out
+
+
+def decisions_ledger(into: Path) -> tuple[str, Path]:
+    """A migrated ledger of `decisions_events()` and its caught-up read model."""
+    into.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{into / 'ledger.db'}"
+    upgrade(url)
+    append_raw(url, decisions_events())
     catch_up(url, into / "analytics.duckdb")
     return url, into / "analytics.duckdb"

@@ -226,6 +226,13 @@ def test_cluster_roles_only_read_and_never_secrets(target: str) -> None:
     wanted = {("", r, v) for r in core for v in READ_VERBS}
     wanted |= {("events.k8s.io", "events", v) for v in READ_VERBS}
     wanted |= {("metrics.k8s.io", r, v) for r in ("nodes", "pods") for v in ("get", "list")}
+    # Owners of pods (ReplicaSet → Deployment, Job → CronJob) and Karpenter NodePools.
+    for group, resource in (
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("karpenter.sh", "nodepools"),
+    ):
+        wanted |= {(group, resource, v) for v in ("get", "list")}
     assert read == wanted
     # get on nodes/proxy reaches every kubelet API (exec over WebSocket too): alone, and
     # only there, so that an overlay can drop it whole.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from report_fixtures import (
     CHARTS,
     CLUSTER,
+    DECISION_KINDS,
     HOSTILE_FINDING,
     HOSTILE_NS,
     HOSTILE_POOL,
@@ -26,19 +28,22 @@ from report_fixtures import (
     append_raw,
     catch_up,
     copy_demo,
+    decisions_ledger,
     hostile_ledger,
 )
 from support.cli import run_cli
 from support.payloads import cloudevent
 
+from analytics.decisions.gather import decisions, policy_of
 from analytics.outputs.report_data import gather
-from analytics.outputs.report_model import Month, ReportError
+from analytics.outputs.report_model import Month, Report, ReportError
 from analytics.readmodel.model import ReadModel
 from api.report.html import render
 from api.routes.reports import COOKIE, cookie_key_id, issue_cookie
 from ingest import demo
 from store.keys import create_key, revoke_key
 from store.ledger import Ledger
+from store.prices import PriceTable
 from store.settings import Settings
 from store.timefmt import parse_rfc3339_us
 
@@ -55,13 +60,44 @@ ALLOWED_TAGS = frozenset(
 
 def report(url: str, read_model: Path, month: str = MONTH, cluster: str | None = None) -> str:
     """Gather and render the month from a read model file (caught up beforehand)."""
+    return render(figures(url, read_model, month, cluster))
+
+
+def figures(
+    url: str,
+    read_model: Path,
+    month: str = MONTH,
+    cluster: str | None = None,
+    prices: PriceTable | None = None,
+) -> Report:
+    """Gather the month from a read model file, with the default policy and `prices`."""
     ledger = Ledger.from_url(url)
     model = ReadModel(read_model)
+    policy = replace(policy_of(Settings.model_construct()), prices=prices)
     try:
-        return render(gather(model.cursor(), ledger, Month.parse(month), cluster))
+        return gather(model.cursor(), ledger, Month.parse(month), cluster, policy=policy)
     finally:
         model.close()
         ledger.engine.dispose()
+
+
+def model_budget(read_model: Path, month: str) -> float | None:
+    """The budget of `month` as the read model holds it (the one recorded last)."""
+    model = ReadModel(read_model)
+    try:
+        row = (
+            model.cursor()
+            .execute("SELECT arg_max(amount, position) FROM budgets WHERE month = ?", [month])
+            .fetchone()
+        )
+    finally:
+        model.close()
+    return None if row is None else row[0]
+
+
+def section(html: str, key: str) -> str:
+    """The markup of one section of the page."""
+    return html.split(f'data-section="{key}"', 1)[1].split("</section>", 1)[0]
 
 
 class Elements(HTMLParser):
@@ -124,7 +160,7 @@ def test_the_summary_says_what_to_expand_and_compares_months(demo_html: str) -> 
     assert "node pool gpu" in summary and "N-1" in summary
     assert "node pool memory-optimized" in summary and "sustained run" in summary
     assert "2026-09" in summary and "2026-10" in summary
-    assert "30,700\u00a0USD" in summary  # October's budget
+    assert re.search(r"against a budget of [\d,]+\u00a0USD", summary)  # October's budget
     doc_text = " ".join(parse(demo_html).text)
     assert "ledger position" in doc_text and "as of 2026-11-01 00:00 UTC" in doc_text
 
@@ -143,11 +179,126 @@ def test_figures_are_those_of_the_analytics_functions(demo_copy: tuple[str, Path
     prev, cur = report.incidents.previous.total, report.incidents.month.total
     assert cur.incidents > 0 and prev.incidents > 0
     assert report.incidents.month.start == datetime(2026, 10, 1)
-    assert report.cost.days_elapsed == 31 and report.cost.budget == 30700.0
+    assert report.cost.days_elapsed == 31
+    budget = model_budget(path, MONTH)
+    assert budget is not None and report.cost.budget == budget
     findings = report.findings.total
     assert findings.opened > 0 and findings.open > 0
     # Open breaches are judged at the month's end, never after it.
     assert all(b.due_at < datetime(2026, 11, 1) for b in report.incidents.month.breaches)
+
+
+def decision_links(html: str) -> list[tuple[str, str]]:
+    """(kind, link target) of every row of the decisions table, in order."""
+    rows: list[tuple[str, str]] = []
+    for tag, attrs in parse(section(html, "decisions")).tags:
+        if tag == "tr" and attrs.get("data-kind"):
+            rows.append((str(attrs["data-kind"]), ""))
+        elif tag == "a" and rows:
+            assert rows[-1][1] == "", "one link per row"
+            rows[-1] = (rows[-1][0], str(attrs["href"]))
+    return rows
+
+
+def test_the_decisions_open_the_report_and_link_to_their_sections(demo_html: str) -> None:
+    doc = parse(demo_html)
+    sections = [a.get("data-section") for t, a in doc.tags if t == "section"]
+    assert sections[:2] == ["decisions", "summary"]
+    ids = {a["id"] for t, a in doc.tags if t == "section"}
+    rows = decision_links(demo_html)
+    # The demo's GPU pool has no N-1 headroom left: the first decision is to expand it, now.
+    assert rows and rows[0] == ("expand_pool", "#headroom")
+    assert all(href.startswith("#") and href[1:] in ids for _, href in rows), rows
+    block = section(demo_html, "decisions")
+    assert "node pool" in block.lower() and '<span class="bad">now</span>' in block
+    for key in ("rightsizing", "network"):
+        assert key in ids
+
+
+@pytest.fixture(scope="module")
+def decisions_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    return decisions_ledger(tmp_path_factory.mktemp("report-decisions"))
+
+
+def test_every_kind_of_decision_is_listed_with_its_money_and_section(
+    decisions_copy: tuple[str, Path],
+) -> None:
+    url, path = decisions_copy
+    table = PriceTable(currency="USD", storage_gib_month=0.1)
+    data = figures(url, path, prices=table)
+    html = render(data)
+    rows = decision_links(html)
+    assert sorted({kind for kind, _ in rows}) == sorted(DECISION_KINDS)
+    section_of = {
+        "reclaim_workload": "#rightsizing",
+        "expand_pool": "#headroom",
+        "raise_nodepool_limit": "#headroom",
+        "zone_risk": "#headroom",
+        "subnet_ips": "#network",
+        "expand_pvc": "#storage",
+        "budget": "#cost",
+    }
+    assert all(href == section_of[kind] for kind, href in rows), rows
+    # The same list as GET /v1/decisions for the month: judged as of its end, ranked alike.
+    ledger_model = ReadModel(path)
+    try:
+        policy = replace(policy_of(Settings.model_construct()), prices=table)
+        api = decisions(ledger_model.cursor(), MONTH, datetime(2026, 11, 1), policy)
+    finally:
+        ledger_model.close()
+    assert [(d.rank, d.kind, d.target, "now" if d.by is None else d.by.isoformat())
+            for d in data.decisions.items] == [
+        (d["rank"], d["kind"], d["target"], d["by"]) for d in api["items"]
+    ]  # fmt: skip
+    block = section(html, "decisions")
+    assert block.count('<span class="bad">now</span>') == sum(
+        1 for d in data.decisions.items if d.by is None
+    )
+    # The PVC doubles its 100 GiB at the table's 0.1 USD per GiB-month; the reclaim saves.
+    assert "costs 10\u00a0USD per month" in block
+    assert "saves " in block and "per month" in block
+    assert "30\u00a0USD over budget" in block  # 80 USD spent against 50
+    # The money column says it: the evidence does not repeat it.
+    assert "/month." not in block and "Cost unknown" not in block
+    plain = render(figures(url, path))  # no price table: the PVC's cost is unknown, and why
+    assert "cost unknown: the price table has no storage_gib_month price" in section(
+        plain, "decisions"
+    )
+
+
+def test_the_new_sections_show_their_figures(decisions_copy: tuple[str, Path]) -> None:
+    data = figures(*decisions_copy)
+    html = render(data)
+    rs = section(html, "rightsizing")
+    assert [r.workload for r in data.rightsizing.top] == ["web"]
+    assert [r.workload for r in data.rightsizing.under] == ["db"]
+    assert "shop/Deployment/web/app" in rs and "batch/StatefulSet/db/pg" in rs
+    net = section(html, "network")
+    assert "subnet-a" in net and "subnet-b" in net and "10.0.0.0/24" in net
+    assert [(z.zone, z.available_ips) for z in data.network.zones] == [
+        ("us-gov-west-1a", 0),
+        ("us-gov-west-1b", 200),
+    ]
+    room = section(html, "headroom")
+    (cpu,) = [
+        h for h in data.capacity[0].headroom if h.nodepool == "general" and h.resource == "cpu"
+    ]
+    assert cpu.requests == pytest.approx(4.1)
+    assert cpu.zone_loss is not None and cpu.zone_loss.survives is False
+    assert cpu.nodepool_limit is not None and cpu.nodepool_limit.days_to_limit == 0
+    assert "us-gov-west-1a: 8.0 cores" in room and '<span class="bad">no</span>' in room
+    cost = section(html, "cost")
+    assert "Showback by namespace" in cost and "idle (no container held it)" in cost
+    shares = [r.share for r in data.showback.rows]
+    assert {r.namespace for r in data.showback.rows} == {"shop", "batch", None}
+    assert sum(s for s in shares if s is not None) == pytest.approx(1.0)
+
+
+def test_a_month_without_decisions_says_so(tmp_path: Path) -> None:
+    url, path = hostile_ledger(tmp_path)
+    html = report(url, path, month="2026-09")
+    assert decision_links(html) == []
+    assert "No decision for 2026-09" in section(html, "decisions")
 
 
 def test_nothing_is_fetched_or_linked_outside_the_page(demo_html: str) -> None:

@@ -1,5 +1,6 @@
 """The served report in a real browser (Debian's Chromium through Playwright): sign in with the
-cookie form, then every section and chart renders, nothing leaves 127.0.0.1, no console error.
+cookie form, then every section and chart renders, the decisions open the page and link to
+their sections, nothing leaves 127.0.0.1, no console error.
 
 Artifacts (kept by CI with the workspace): `test-artifacts/report-2026-10.png`, a full-page
 screenshot, and `test-artifacts/report-2026-10-a4.pdf`, the browser's print to A4.
@@ -140,6 +141,23 @@ def test_the_report_renders_in_chromium(server: tuple[str, str]) -> None:
                                    return b.width > 0 && b.height >= 0; }).length"""
             )
             assert painted > 50
+
+            # The decisions open the page; each target is a link to its section.
+            rows = page.locator('section[data-section="decisions"] tbody tr')
+            assert rows.count() > 0
+            box = rows.first.bounding_box()
+            assert box and box["height"] > 10
+            assert page.evaluate(
+                """() => { const s = [...document.querySelectorAll('section')];
+                    return s[0].id === 'decisions' && s[1].id === 'summary'; }"""
+            )
+            link = rows.first.locator("a")
+            href = link.get_attribute("href")
+            assert href and page.locator(f"section{href}").count() == 1
+            link.click()
+            assert page.evaluate("location.hash") == href
+            top = page.evaluate(f"document.querySelector('{href}').getBoundingClientRect().top")
+            assert abs(top) < 2, top
 
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / f"report-{MONTH}.png"

@@ -8,7 +8,8 @@ from typing import Any, Final
 
 import duckdb
 
-from analytics.capacity.hotspots import headroom, sustained
+from analytics.capacity.headroom import NO_ZONE, headroom
+from analytics.capacity.hotspots import sustained
 from analytics.capacity.trends import Resource, trends
 from analytics.outputs.report_model import (
     ClusterCapacity,
@@ -20,12 +21,14 @@ from analytics.outputs.report_model import (
     NamespaceLayer,
     NamespaceMeans,
     NamespaceStacks,
+    NodePoolLimit,
     NodeRuns,
     Point,
     PoolCount,
     PoolUtilization,
     ResourceTrends,
     Sustained,
+    ZoneLoss,
 )
 from analytics.thresholds import SUSTAINED_UTILIZATION
 from store.timefmt import z_to_naive, z_to_naive_or_none
@@ -95,7 +98,7 @@ def cluster_capacity(con: duckdb.DuckDBPyConnection, month: Month, cluster: str)
         ),
         counts=counts,
         sustained=_sustained(sustained(con, s, e, cluster)),
-        headroom=tuple(_headroom(h) for h in headroom(con, e) if h["cluster"] == cluster),
+        headroom=tuple(_headroom(h) for h in headroom(con, e, cluster=cluster)),
     )
 
 
@@ -234,4 +237,35 @@ def _headroom(h: dict[str, Any]) -> Headroom:
         eta_85=z_to_naive_or_none(h["eta_85"]),
         days_to_85_n_minus_1=h["days_to_85_n_minus_1"],
         eta_85_n_minus_1=z_to_naive_or_none(h["eta_85_n_minus_1"]),
+        requests=h["requests"],
+        commitment_by_requests=h["commitment_by_requests"],
+        requests_growth_per_day=h["requests_growth_per_day"],
+        days_to_85_by_requests=h["days_to_85_by_requests"],
+        days_to_85_by_requests_n_minus_1=h["days_to_85_by_requests_n_minus_1"],
+        zone_loss=_zone_loss(h["zone_loss"]),
+        nodepool_limit=_limit(h["nodepool_limit"]),
+    )
+
+
+def _zone_loss(z: dict[str, Any] | None) -> ZoneLoss | None:
+    if z is None:
+        return None
+    return ZoneLoss(
+        # headroom names the group of nodes without a zone NO_ZONE: None here, as in the model.
+        zones=tuple((None if k == NO_ZONE else k, float(a)) for k, a in z["zones"].items()),
+        largest_zone=z["largest_zone"],
+        largest_zone_allocatable=z["largest_zone_allocatable"],
+        allocatable_without_largest_zone=z["allocatable_without_largest_zone"],
+        commitment_without_largest_zone=z["commitment_without_largest_zone"],
+        survives=z["survives"],
+    )
+
+
+def _limit(lim: dict[str, Any] | None) -> NodePoolLimit | None:
+    if lim is None:
+        return None
+    return NodePoolLimit(
+        limit=lim["limit"],
+        days_to_limit=lim["days_to_limit"],
+        eta_limit=z_to_naive_or_none(lim["eta_limit"]),
     )

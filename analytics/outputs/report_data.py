@@ -21,10 +21,20 @@ from typing import Any, Final
 import duckdb
 from sqlalchemy import func, select
 
+from analytics.cost.forecast import HISTORY_DAYS
+from analytics.cost.prices import SETTLED_FIRST, SETTLED_LAST
 from analytics.cost.projection import month_cost
+from analytics.decisions.gather import Policy, policy_of
 from analytics.incidents.metrics import breaches, metrics
 from analytics.incidents.projection import INCIDENTS_DDL, judged_as_of
 from analytics.outputs.report_capacity import cluster_capacity
+from analytics.outputs.report_decisions_data import (
+    month_decisions,
+    month_forecast,
+    month_network,
+    month_rightsizing,
+    month_showback,
+)
 from analytics.outputs.report_model import (
     AmountOutOfRange,
     Breach,
@@ -63,6 +73,7 @@ from analytics.thresholds import STORAGE_EXPAND
 from store.incident_state import SEVERITIES
 from store.ledger import Ledger
 from store.schema import events
+from store.settings import Settings
 from store.timefmt import naive_to_us, z_to_naive, z_to_naive_or_none
 
 FINDING_SEVERITIES: Final = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL")
@@ -74,6 +85,9 @@ PVC_FANS_MAX: Final = 12
 PVC_HISTORY: Final = timedelta(days=30)
 PVC_BUCKET: Final = timedelta(hours=2)
 OPEN_FINDINGS_ROWS: Final = 15
+FORECAST_HISTORY: Final = timedelta(days=HISTORY_DAYS)
+#: The policy of a report made without one: every setting at its default, no price table.
+DEFAULT_POLICY: Final = policy_of(Settings.model_construct())
 
 
 @contextmanager
@@ -92,11 +106,16 @@ def gather(
     month: Month,
     cluster: str | None = None,
     timings: dict[str, float] | None = None,
+    policy: Policy | None = None,
 ) -> Report:
     """Every figure of the report for `month` (and one cluster, or all), as of its end.
 
-    With `timings`, the seconds each part took are added to it (benchmarks/bench_report.py).
+    `policy` shapes the decisions, rightsizing and prices (callers pass the settings', from
+    `policy_of`); without one, the settings' defaults, read from no environment or file, so
+    a test or a golden file does not depend on where it runs. With `timings`, the seconds each
+    part took are added to it (benchmarks/bench_report.py).
     """
+    policy = policy or DEFAULT_POLICY
     clock = _Clock(timings)
     with snapshot(con):
         clusters = _clusters(con, month, cluster)
@@ -114,6 +133,13 @@ def gather(
         cost = _cost(con, month)
         position = _position(con, ledger, month)
         clock.lap("findings, incidents, cost")
+        decided = month_decisions(con, month, policy, cluster)
+        clock.lap("decisions")
+        rightsizing = month_rightsizing(con, month, policy, cluster)
+        network = month_network(con, month, cluster)
+        showback = month_showback(con, month, policy, cluster)
+        spend = month_forecast(con, month)
+        clock.lap("rightsizing, network, showback")
     return Report(
         month=month,
         cluster=cluster,
@@ -125,6 +151,11 @@ def gather(
         incidents=incidents,
         cost=cost,
         summary=Summary(_expand(capacity, month), _pvcs_due(storage, month)),
+        decisions=decided,
+        rightsizing=rightsizing,
+        network=network,
+        showback=showback,
+        forecast=spend,
     )
 
 
@@ -149,8 +180,9 @@ def _position(con: duckdb.DuckDBPyConnection, ledger: Ledger, month: Month) -> i
     """The newest ledger position among the facts about the month or before it.
 
     That is the highest position of the events timed before the month's end that the read
-    model has folded in, and of the month's cost days and budget whenever they were recorded
-    (a day's spend is reported after the day). Later-timed events do not move it.
+    model has folded in, and of the cost days the report reads (the month's, the forecast's
+    history, the instance-type days that price it) and the month's budget whenever they were
+    recorded (a day's spend is reported after the day). Later-timed events do not move it.
     """
     folded = con.execute("SELECT min(position) FROM projection_checkpoints").fetchone()
     upto = int(folded[0]) if folded and folded[0] is not None else 0
@@ -160,10 +192,19 @@ def _position(con: duckdb.DuckDBPyConnection, ledger: Ledger, month: Month) -> i
                 events.c.time < naive_to_us(month.end), events.c.position <= upto
             )
         ).scalar()
+    # The spend forecast may read the 56 days before the month; prices at the month's end read
+    # the settled instance-type days before it (Cost Explorer restates days after the fact).
     cost = con.execute(
         "SELECT max(p) FROM (SELECT max(position) AS p FROM cost_daily WHERE day >= ? AND day < ? "
-        "UNION ALL SELECT max(position) FROM budgets WHERE month = ?)",
-        [month.start.date(), month.end.date(), month.name],
+        "UNION ALL SELECT max(position) FROM budgets WHERE month = ? "
+        "UNION ALL SELECT max(position) FROM cost_instance_daily WHERE day >= ? AND day <= ?)",
+        [
+            month.start.date() - FORECAST_HISTORY,
+            month.end.date(),
+            month.name,
+            month.end.date() - SETTLED_FIRST,
+            month.end.date() - SETTLED_LAST,
+        ],
     ).fetchone()
     return max(int(timed or 0), int(cost[0]) if cost and cost[0] is not None else 0)
 

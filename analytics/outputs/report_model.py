@@ -12,6 +12,13 @@ from datetime import date, datetime, timedelta
 from typing import Final, Literal
 
 from analytics.capacity.trends import Resource
+from analytics.outputs.report_decisions import (
+    Decisions,
+    Network,
+    Rightsizing,
+    Showback,
+    SpendForecast,
+)
 from store.timefmt import MAX_YEAR, MIN_YEAR, naive_iso
 
 MONTH_RE: Final = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -209,8 +216,31 @@ class Sustained:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneLoss:
+    """What is left of a pool's (or cluster's) allocatable without its largest zone."""
+
+    #: Allocatable per zone; None holds the nodes without a zone (never lost).
+    zones: tuple[tuple[str | None, float], ...]
+    largest_zone: str | None
+    largest_zone_allocatable: float
+    allocatable_without_largest_zone: float
+    commitment_without_largest_zone: float | None
+    #: The requests fit without the largest zone; None when the requests are unknown.
+    survives: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodePoolLimit:
+    """A NodePool's limit of a resource and when the pool's requests reach it."""
+
+    limit: float
+    days_to_limit: float | None
+    eta_limit: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Headroom:
-    """A cluster's or node pool's level, trend and days to 85 % (analytics.capacity.hotspots)."""
+    """A cluster's or node pool's level, trend and days to 85 % (analytics.capacity.headroom)."""
 
     cluster: str
     nodepool: str | None
@@ -226,6 +256,15 @@ class Headroom:
     eta_85: datetime | None
     days_to_85_n_minus_1: float | None
     eta_85_n_minus_1: datetime | None
+    #: The containers' requests on the pool's nodes (the cluster's: all of them), latest day.
+    requests: float | None
+    commitment_by_requests: float | None
+    requests_growth_per_day: float | None
+    days_to_85_by_requests: float | None
+    days_to_85_by_requests_n_minus_1: float | None
+    zone_loss: ZoneLoss | None
+    #: Node pools with a NodePool limit of the resource only.
+    nodepool_limit: NodePoolLimit | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,3 +564,8 @@ class Report:
     incidents: Incidents
     cost: Cost
     summary: Summary
+    decisions: Decisions
+    rightsizing: Rightsizing
+    network: Network
+    showback: Showback
+    forecast: SpendForecast

@@ -61,12 +61,14 @@ def capacity(
 
 def _generate(month: Month, cluster: str | None) -> str:
     """Render here (the read model caught up first), or ask the server that holds it."""
+    from analytics.decisions.gather import policy_of
     from analytics.outputs.report_data import gather
     from analytics.outputs.report_model import UnknownCluster
     from analytics.readmodel.model import ReadModel, ReadModelBusy
     from analytics.readmodel.registry import default_projections
     from analytics.readmodel.runner import Runner
     from api.report.html import render
+    from store.prices import PriceTableError
     from store.settings import get_settings
 
     try:
@@ -76,10 +78,14 @@ def _generate(month: Month, cluster: str | None) -> str:
         path = f"/reports/capacity/{quote(month.name)}{query}"
         return delegate_raw("GET", path).decode("utf-8")
     try:
+        try:
+            policy = policy_of(get_settings())
+        except PriceTableError as exc:
+            raise fail(str(exc)) from None
         led = ledger()
         Runner(led, model, default_projections()).catch_up()
         try:
-            report = gather(model.cursor(), led, month, cluster)
+            report = gather(model.cursor(), led, month, cluster, policy=policy)
         except UnknownCluster as exc:
             raise fail(str(exc), 4) from None
         return render(report)

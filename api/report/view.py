@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from analytics.outputs.report_decisions import Decision, ShowbackRow, ShowbackTotal
 from analytics.outputs.report_model import (
     ClusterCapacity,
     Cost,
@@ -36,12 +38,15 @@ class Section:
 
 
 SECTIONS: Final = (
+    Section("decisions", "Decisions", major=False),
     Section("summary", "Executive summary", major=False),
     Section("utilisation", "Cluster and node pool utilisation"),
     Section("namespaces", "Namespaces"),
     Section("sustained", "Sustained-hot windows"),
     Section("counts", "Node and pod counts"),
     Section("headroom", "N-1 headroom"),
+    Section("rightsizing", "Rightsizing: requests against usage"),
+    Section("network", "Zones and subnet addresses"),
     Section("storage", "Storage: PVCs by days to 90 %"),
     Section("findings", "Security findings"),
     Section("incidents", "Incidents and SLA"),
@@ -139,6 +144,43 @@ class FanView:
     at_90: bool
 
 
+#: A decision's kind in words.
+KINDS: Final = {
+    "reclaim_workload": "Lower the requests",
+    "expand_pool": "Expand the node pool",
+    "raise_nodepool_limit": "Raise the NodePool limit",
+    "zone_risk": "Survive a zone loss",
+    "subnet_ips": "Add subnet addresses",
+    "expand_pvc": "Expand the PVC",
+    "budget": "Spend over budget",
+}
+# The clause analytics.decisions.actions ends a priced evidence with: the money column says it.
+_MONEY_CLAUSE: Final = re.compile(r" (?:About [\d,.-]+(?: \S+)?/month|Cost unknown: .+)\.$")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """A decision as the table shows it: its kind and money in words, and its section's anchor."""
+
+    decision: Decision
+    kind: str
+    money: str
+    #: good (a saving), empty (unknown) or none.
+    money_cls: str
+    evidence: str
+    #: The id of the section holding its figures; None when the page has no such section.
+    section: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShowbackGroup:
+    """One cluster's showback rows (its idle last) and its node cost."""
+
+    cluster: str
+    rows: tuple[ShowbackRow, ...]
+    total: ShowbackTotal | None
+
+
 @dataclass(frozen=True, slots=True)
 class ReportView:
     """The report's charts and derived figures; `multi` when it covers several clusters."""
@@ -154,6 +196,8 @@ class ReportView:
     #: MTTA and MTTR medians: (figure, chart).
     medians: tuple[tuple[str, Chart], ...]
     cost: Chart | None
+    decisions: tuple[DecisionRow, ...]
+    showback: tuple[ShowbackGroup, ...]
 
     def pool_name(self, cluster: str, pool: str | None) -> str:
         """pool_name() in this report."""
@@ -189,6 +233,43 @@ def build(r: Report) -> ReportView:
         ),
         # An amount out of range makes every sum unknown: no chart draws a made-up figure.
         cost=None if r.cost.amounts_out_of_range else charts.cost(axis, r.cost),
+        decisions=tuple(_decision(d) for d in r.decisions.items),
+        showback=_showback(r),
+    )
+
+
+# -- decisions ----------------------------------------------------------------------------------
+
+_SECTION_KEYS: Final = frozenset(s.key for s in SECTIONS)
+
+
+def _decision(d: Decision) -> DecisionRow:
+    if d.monthly_savings is not None:
+        text, cls = f"saves {money(d.monthly_savings, d.currency)} per month", "good"
+    elif d.monthly_cost is not None and d.kind == "budget":
+        text, cls = f"{money(d.monthly_cost, d.currency)} over budget", ""
+    elif d.monthly_cost is not None:
+        text, cls = f"costs {money(d.monthly_cost, d.currency)} per month", ""
+    elif d.cost_reason is not None:
+        text, cls = f"cost unknown: {d.cost_reason}", "empty"
+    else:
+        text, cls = DASH, ""
+    return DecisionRow(
+        decision=d,
+        kind=KINDS.get(d.kind, d.kind.replace("_", " ")),
+        money=text,
+        money_cls=cls,
+        evidence=_MONEY_CLAUSE.sub("", d.evidence),
+        section=d.section if d.section in _SECTION_KEYS else None,
+    )
+
+
+def _showback(r: Report) -> tuple[ShowbackGroup, ...]:
+    totals = {t.cluster: t for t in r.showback.totals}
+    clusters = sorted({row.cluster for row in r.showback.rows} | set(totals))
+    return tuple(
+        ShowbackGroup(c, tuple(row for row in r.showback.rows if row.cluster == c), totals.get(c))
+        for c in clusters
     )
 
 

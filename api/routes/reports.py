@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from analytics.decisions.gather import policy_of
 from analytics.outputs.report_data import gather
 from analytics.outputs.report_model import (
     Month,
@@ -31,13 +32,14 @@ from analytics.outputs.report_model import (
 )
 from analytics.readmodel.projector import Projector
 from analytics.readmodel.runner import wait_for
-from api.deps import Credentials, LedgerDep, ProjectorDep
+from api.deps import Credentials, LedgerDep, ProjectorDep, SettingsDep
 from api.params import ClusterName, text_matching
 from api.report.fmt import esc
 from api.report.html import CSP, render
 from api.schemas import ErrorResponse
 from store.keys import ApiKey, active_key, authenticate
 from store.ledger import Ledger
+from store.prices import PriceTableError
 from store.settings import Settings
 from store.timefmt import MONTH_PATTERN, utc_now
 
@@ -381,8 +383,14 @@ def report_headers(month: str, cluster: str | None) -> dict[str, str]:
     }
 
 
-def build_report(ledger: Ledger, projector: Projector, month: Month, cluster: str | None) -> str:
+def build_report(
+    ledger: Ledger, projector: Projector, month: Month, cluster: str | None, settings: Settings
+) -> str:
     """Catch the read model up to the ledger head, then gather and render (blocking)."""
+    try:
+        policy = policy_of(settings)
+    except PriceTableError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
     head = ledger.head()
     projector.poke()
     if not wait_for(projector.runner, head, CATCH_UP_SECONDS):
@@ -398,7 +406,7 @@ def build_report(ledger: Ledger, projector: Projector, month: Month, cluster: st
             headers={"Retry-After": "10"},
         )
     try:
-        report = gather(projector.model.cursor(), ledger, month, cluster)
+        report = gather(projector.model.cursor(), ledger, month, cluster, policy=policy)
     except UnknownCluster as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     return render(report)
@@ -420,7 +428,8 @@ def build_report(ledger: Ledger, projector: Projector, month: Month, cluster: st
         422: {"model": ErrorResponse, "description": "A malformed month, or one not over yet."},
         503: {
             "model": ErrorResponse,
-            "description": "The read model is not open here, or has not caught up in 30 s.",
+            "description": "The read model is not open here, or has not caught up in 30 s, or "
+            "the price table file (`OPSLEDGER_PRICE_TABLE_FILE`) cannot be read.",
         },
     },
 )
@@ -428,6 +437,7 @@ def get_capacity_report(
     _key: ReportReader,
     ledger: LedgerDep,
     projector: ProjectorDep,
+    settings: SettingsDep,
     month: Annotated[
         MonthText, Path(description="YYYY-MM (1970-01 to 2199-12); a month that has ended.")
     ],
@@ -440,5 +450,5 @@ def get_capacity_report(
         m.check_ended(utc_now())
     except ReportError as exc:
         raise HTTPException(422, str(exc)) from None
-    html = build_report(ledger, projector, m, cluster)
+    html = build_report(ledger, projector, m, cluster, settings)
     return HTMLResponse(html, headers=report_headers(m.name, cluster))
