@@ -47,6 +47,9 @@ FORECAST_AS_OF = "2026-10-02T00:00:00Z"
 #: The parameters that make each dataset's export reproducible (judged as of a fixed time).
 PARAMS: dict[str, dict[str, str]] = {
     "storage_forecast": {"as_of": FORECAST_AS_OF},
+    "rightsizing": {"as_of": FORECAST_AS_OF},
+    "showback": {"as_of": FORECAST_AS_OF, "from": "2026-09-01T00:00:00Z"},
+    "decisions": {"as_of": FORECAST_AS_OF},
     "sla_breaches": {"as_of": AS_OF},
     "incident_metrics_monthly": {"as_of": AS_OF},
 }
@@ -110,6 +113,58 @@ def capacity_events() -> list[dict[str, Any]]:
                     time=rfc(t0 + timedelta(hours=6 * chunk + 6)),
                 )
             )
+    return out
+
+
+def workload_events() -> list[dict[str, Any]]:
+    """c1's nodes (m6i.xlarge) and a two-pod Deployment over requested on them, its EC2 price."""
+    t0 = datetime(2026, 9, 30, tzinfo=UTC)
+    out = [
+        cloudevent(
+            "opsledger.k8s.node.status",
+            {
+                "node": node,
+                "ready": True,
+                "nodepool": "general",
+                "zone": "us-gov-west-1a",
+                "instance_type": "m6i.xlarge",
+                "allocatable": {"cpu_cores": cpu_a, "memory_bytes": 16 * GIB, "pods": 58},
+            },
+            id=f"status-{node}",
+            cluster="c1",
+            time="2026-09-29T00:00:00Z",
+        )
+        for node, (_, cpu_a) in NODES["c1"].items()
+    ]
+    samples = []
+    for i in range(192):
+        t = rfc(t0 + timedelta(minutes=15 * i))
+        for pod, node in (("web-7d9-a", "n1"), ("web-7d9-b", "n2")):
+            labels = {"namespace": "web", "pod": pod, "container": "app", "node": node,
+                      "workload_kind": "Deployment", "workload": "web"}  # fmt: skip
+            samples += [
+                sample("container_cpu_usage_cores", labels, t, 0.2 + 0.05 * (i % 5)),
+                sample("container_memory_working_set_bytes", labels, t, (1 + i % 3) * GIB),
+                sample("container_cpu_requests_cores", labels, t, 1.5),
+                sample("container_memory_requests_bytes", labels, t, 6 * GIB),
+            ]
+    out.append(
+        cloudevent(
+            "opsledger.metric.samples", {"samples": samples}, id="c1-containers", cluster="c1"
+        )
+    )
+    for day in ("2026-09-28", "2026-09-29"):
+        data = {"date": day, "instance_type": "m6i.xlarge", "amount": 11.616,
+                "usage_hours": 48.0, "currency": "USD"}  # fmt: skip
+        out.append(
+            cloudevent(
+                "opsledger.cost.instance_type.daily",
+                data,
+                id=f"ce-it-{day}",
+                cluster=None,
+                time=f"{day}T23:00:00Z",
+            )
+        )
     return out
 
 
@@ -185,7 +240,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     tmp = tmp_path_factory.mktemp("exports")
     # Its own home: by default the read model would be .opsledger/ under the working directory.
     with make_bed(tmp, home=tmp) as b:
-        raws = capacity_events() + cost_events() + finding_events()
+        raws = capacity_events() + workload_events() + cost_events() + finding_events()
         r = b.client.post("/v1/events", content=json.dumps(raws), headers=b.headers("write", BATCH))
         assert r.status_code == 200, r.text
         seed_incidents(b)

@@ -164,6 +164,28 @@ def one_of_each_type() -> list[dict[str, Any]]:
             id="pod-1",
         ),
         ce(
+            "opsledger.k8s.nodepool.status",
+            {
+                "nodepool": "general-purpose",
+                "limits": {"cpu_cores": 1000, "memory_bytes": 1000 * 2**30},
+                "resources": {"cpu_cores": 64.5, "memory_bytes": 256 * 2**30, "nodes": 8},
+                "zones": ["us-gov-west-1a", "us-gov-west-1b"],
+            },
+            id="nodepool-1",
+        ),
+        ce(
+            "opsledger.network.subnet.status",
+            {
+                "subnet_id": "subnet-0a1",
+                "zone": "us-gov-west-1a",
+                "cidr": "10.0.0.0/20",
+                "available_ips": 3012,
+                "total_ips": 4091,
+                "vpc_id": "vpc-1",
+            },
+            id="subnet-1",
+        ),
+        ce(
             "opsledger.finding",
             {
                 "provider": "guardduty",
@@ -245,6 +267,18 @@ def one_of_each_type() -> list[dict[str, Any]]:
             "opsledger.cost.daily",
             {"date": "2026-09-30", "service": "Amazon EKS", "amount": 123.45, "currency": "USD"},
             id="cost-1",
+            cluster=None,
+        ),
+        ce(
+            "opsledger.cost.instance_type.daily",
+            {
+                "date": "2026-09-30",
+                "instance_type": "m6i.2xlarge",
+                "amount": 92.93,
+                "usage_hours": 192.0,
+                "currency": "USD",
+            },
+            id="cost-it-1",
             cluster=None,
         ),
         ce(

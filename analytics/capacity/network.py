@@ -29,7 +29,7 @@ pods AS (
       AND v.ts >= $lo AND v.ts < $hi AND ($cluster::VARCHAR IS NULL OR v.cluster = $cluster)
 ),
 per_ts AS (SELECT cluster, zone, ts, count(*) AS pods FROM pods GROUP BY ALL)
-SELECT cluster, zone, date_trunc('day', ts) AS day, avg(pods) AS pods
+SELECT cluster, zone, date_trunc('day', ts) AS day, fsum(pods) / count(pods) AS pods
 FROM per_ts GROUP BY ALL ORDER BY cluster, zone, day
 """
 _SUBNETS: Final = f"""

@@ -30,12 +30,13 @@ r AS (
 ),
 per_ts AS (
     SELECT cluster, nodepool, grouping(nodepool) AS whole, ts,
-        sum(cpu_request) AS cpu, sum(memory_request) AS memory
+        fsum(cpu_request) AS cpu, fsum(memory_request) AS memory
     FROM r
     GROUP BY GROUPING SETS ((cluster, nodepool, ts), (cluster, ts))
 )
 SELECT cluster, CASE WHEN whole = 0 THEN nodepool END AS nodepool,
-    date_trunc('day', ts) AS day, avg(cpu) AS cpu, avg(memory) AS memory
+    date_trunc('day', ts) AS day, fsum(cpu) / count(cpu) AS cpu,
+    fsum(memory) / count(memory) AS memory
 FROM per_ts
 WHERE whole = 1 OR nodepool IS NOT NULL
 GROUP BY ALL

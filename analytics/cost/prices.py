@@ -39,16 +39,18 @@ WITH latest AS (
     WHERE day >= ? AND day <= ? AND instance_type IN (SELECT unnest(?::VARCHAR[]))
     GROUP BY day, instance_type
 )
-SELECT instance_type, sum(amount), sum(hours), arg_max(currency, position)
+SELECT instance_type, fsum(amount), fsum(hours), arg_max(currency, position)
 FROM latest GROUP BY instance_type
 """
 
+# Sums are fsum (compensated) so that two identical requests agree to the last bit whatever
+# order DuckDB's threads add the rows in (analytics/cost/showback.py).
 # The node-hours of [lo, hi) whose hour starts before `cutoff`: a node is present in an hour
 # with at least one allocatable CPU sample; c and g are the means of those samples' CPU cores
 # and memory GiB. A node is (cluster, node): a changed pool label makes a second member.
 NODE_HOURS: Final = """
 SELECT m.cluster, m.node, date_trunc('hour', v.ts) AS h,
-    avg(v.cpu_a) AS c, avg(v.mem_a) / 1073741824.0 AS g
+    fsum(v.cpu_a) / count(*) AS c, fsum(v.mem_a) / count(*) / 1073741824.0 AS g
 FROM cap_node_values v JOIN cap_members m ON m.member_id = v.member_id
 WHERE v.cpu_a IS NOT NULL AND m.node IS NOT NULL
   AND v.ts >= $lo AND v.ts < $hi AND date_trunc('hour', v.ts) < $cutoff
@@ -169,9 +171,9 @@ PRICED_NODES: Final = (
 _UNIT_SUMS: Final = f"""
 WITH nh AS ({NODE_HOURS}), priced AS ({PRICED_NODES})
 SELECT
-    sum(p * c * $wc / (c * $wc + g * $wm)),
-    sum(p * g * $wm / (c * $wc + g * $wm)),
-    sum(c), sum(g)
+    fsum(p * c * $wc / (c * $wc + g * $wm)),
+    fsum(p * g * $wm / (c * $wc + g * $wm)),
+    fsum(c), fsum(g)
 FROM nh JOIN priced USING (cluster, node)
 WHERE c > 0 AND g > 0
 """

@@ -38,12 +38,14 @@ KEYS: Final[dict[str, tuple[str, ...]]] = {
 #: How many causes an item's reason names before "and N more".
 _MAX_CAUSES: Final = 3
 
+# Sums are fsum (Kahan-Babuska): DuckDB adds a group's rows in whatever order its threads
+# meet them, and a plain sum's last bits would then differ between two identical requests.
 # The container samples of the window, summed per item key, node and hour: allocation is the
 # larger of request and usage (an unknown one counts 0), memory in GiB.
 _ROWS: Final = """
 SELECT w.cluster, {keys}, w.node, date_trunc('hour', w.ts) AS h,
-    sum(greatest(coalesce(w.cpu_request, 0), coalesce(w.cpu_usage, 0))) AS cpu,
-    sum(greatest(coalesce(w.memory_request, 0), coalesce(w.memory_usage, 0)))
+    fsum(greatest(coalesce(w.cpu_request, 0), coalesce(w.cpu_usage, 0))) AS cpu,
+    fsum(greatest(coalesce(w.memory_request, 0), coalesce(w.memory_usage, 0)))
         / 1073741824.0 AS mem,
     count(*) AS n
 FROM wl_values w {join}
@@ -77,8 +79,8 @@ meta AS ({NODE_META}),
 grid AS ({_GRID}),
 r AS ({{rows}})
 SELECT r.cluster, {{item_keys}},
-    sum(r.cpu / grid.m * n.cpu_price) FILTER (n.cpu_price IS NOT NULL) AS cpu_cost,
-    sum(r.mem / grid.m * n.mem_price) FILTER (n.cpu_price IS NOT NULL) AS mem_cost,
+    fsum(r.cpu / grid.m * n.cpu_price) FILTER (n.cpu_price IS NOT NULL) AS cpu_cost,
+    fsum(r.mem / grid.m * n.mem_price) FILTER (n.cpu_price IS NOT NULL) AS mem_cost,
     coalesce(sum(r.n) FILTER (n.cpu_price IS NULL), 0) AS uncosted,
     list(DISTINCT [
         CASE WHEN r.node IS NULL THEN 'label' WHEN n.node IS NULL THEN 'absent'
@@ -90,7 +92,7 @@ GROUP BY ALL
 """
 # Per cluster: the cost of its priced node-hours that have allocatable CPU and memory.
 _TOTALS: Final = f"""
-SELECT cluster, sum(p), sum(cpu_part), sum(mem_part)
+SELECT cluster, fsum(p), fsum(cpu_part), fsum(mem_part)
 FROM ({_NODE_HOUR_PRICES}) WHERE cpu_part IS NOT NULL GROUP BY cluster
 """
 
