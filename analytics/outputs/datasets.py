@@ -294,8 +294,12 @@ DATASETS: Final[dict[str, Dataset]] = {
                 Column("lookback_days", F64, "Length of the look-back, days."),
                 Column("cluster", STR, "Cluster."),
                 Column("namespace", STR, "Namespace."),
-                Column("workload_kind", STR, "Deployment, StatefulSet, DaemonSet, Job, CronJob, "
-                       "ReplicaSet, Pod, or another controller's kind."),
+                Column(
+                    "workload_kind",
+                    STR,
+                    "Deployment, StatefulSet, DaemonSet, Job, CronJob, "
+                    "ReplicaSet, Pod, or another controller's kind.",
+                ),
                 Column("workload", STR, "Workload name (the pod's, for a bare pod)."),
                 Column("container", STR, "Container."),
                 Column("pods_avg", F64, "Mean number of pods sampled per timestamp."),
@@ -307,13 +311,17 @@ DATASETS: Final[dict[str, Dataset]] = {
                 Column("memory_usage_max_bytes", F64, "Highest working set, all pods."),
                 Column("memory_recommended_bytes", F64, "max(max × (1 + buffer), the minimum)."),
                 Column("memory_limit_bytes", F64, "Mean memory limit per pod (null: none)."),
-                Column("cpu_reclaim_cores", F64, "(request − recommended) × pods_avg; < 0: "
-                       "under-requested."),
+                Column(
+                    "cpu_reclaim_cores",
+                    F64,
+                    "(request − recommended) × pods_avg; < 0: under-requested.",
+                ),
                 Column("memory_reclaim_bytes", F64, "(request − recommended) × pods_avg."),
                 Column("monthly_savings", F64, "Reclaim at the cluster's unit prices × 730 h."),
                 Column("currency", STR, "Currency of monthly_savings."),
-                Column("status", STR, "`over`, `under`, `ok`, `no_requests` or "
-                       "`insufficient_data`."),
+                Column(
+                    "status", STR, "`over`, `under`, `ok`, `no_requests` or `insufficient_data`."
+                ),
                 Column("reason", STR, "The status in words."),
             ),
             uses_as_of=True,
@@ -357,8 +365,12 @@ DATASETS: Final[dict[str, Dataset]] = {
                 Column("month_start", DATE, "First day of the month."),
                 Column("as_of", TS, "When the month was judged (its end, or as_of)."),
                 Column("rank", I32, "1 is the most urgent."),
-                Column("kind", STR, "`reclaim_workload`, `expand_pool`, `raise_nodepool_limit`, "
-                       "`zone_risk`, `subnet_ips`, `expand_pvc` or `budget`."),
+                Column(
+                    "kind",
+                    STR,
+                    "`reclaim_workload`, `expand_pool`, `raise_nodepool_limit`, "
+                    "`zone_risk`, `subnet_ips`, `expand_pvc` or `budget`.",
+                ),
                 Column("target", STR, "What to act on."),
                 Column("now", BOOL, "Due now."),
                 Column("by_date", DATE, "Due by this day (null when due now)."),

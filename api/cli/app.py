@@ -46,9 +46,7 @@ app.command(
     epilog="Examples: `opsledger export incidents --format csv --out incidents.csv`, "
     "`opsledger export capacity_daily --partition month --out s3://bucket/opsledger`",
 )(export)
-app.command("decisions", epilog="Example: `opsledger decisions --month 2026-10 --csv`")(
-    decisions
-)
+app.command("decisions", epilog="Example: `opsledger decisions --month 2026-10 --csv`")(decisions)
 app.command("digest", epilog="Example: `opsledger digest --since 24h --format markdown`")(digest)
 app.command("backup", epilog="Example: `opsledger backup /backups/opsledger/2026-11-26`")(backup)
 app.command(
