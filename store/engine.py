@@ -48,6 +48,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite files get WAL, a busy timeout and BEGIN IMMEDIATE for writers."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        # The API runs sync routes on up to 40 threads (AnyIO's default): with SQLAlchemy's
+        # default 5 + 10 connections, a burst of deliveries queued behind the ledger's append
+        # lock waited out the 30 s pool timeout and answered 500. One connection per thread,
+        # plus the projector's, stays well under PostgreSQL's default 100.
+        kwargs = {"pool_size": 10, "max_overflow": 35, **kwargs}
         return create_engine(url, pool_pre_ping=True, **kwargs)
     if (
         parsed.database
