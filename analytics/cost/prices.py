@@ -109,13 +109,6 @@ def instance_prices(
     return out
 
 
-def instance_price(
-    con: duckdb.DuckDBPyConnection, instance_type: str, at: datetime, table: PriceTable | None
-) -> Price:
-    """The hourly price of one instance type as of `at` (naive UTC)."""
-    return instance_prices(con, [instance_type], at, table)[instance_type]
-
-
 def cpu_share(cores: float, gib: float, w_cpu: float, w_mem: float) -> float:
     """The CPU part s of a node's price: c·w_cpu ÷ (c·w_cpu + g·w_mem)."""
     return cores * w_cpu / (cores * w_cpu + gib * w_mem)
