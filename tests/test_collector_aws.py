@@ -12,9 +12,6 @@ import calendar
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,7 +26,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
-from support import SUPPORT
+from support.aws_doubles import kill, start_worker
 
 from ingest.collectors.aws.collectors import AwsConfig, build
 from ingest.collectors.aws.cost import BudgetCollector, CostCollector
@@ -39,8 +36,6 @@ from ingest.collectors.runtime import run_once
 from store.collectors import load_cursor
 from store.ledger import Ledger, RecordedEvent
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = SUPPORT / "aws_collector_worker.py"
 ACCOUNT = "123456789012"
 DETECTOR = "6ab2f0c1d9e84d3c8c1b7e5a4f3d2c10"
 GOV = "us-gov-west-1"
@@ -472,32 +467,6 @@ def test_guardduty_pages_and_records_each_update_once(
     )
     assert (again.error, again.appended, again.duplicates) == (None, 0, 120)
     assert len(events(sqlite_ledger, "opsledger.finding")) == 121
-
-
-def start_worker(
-    url: str, cfg: AwsConfig, name: str, now: str, pause_after: int | None = None
-) -> subprocess.Popen[str]:
-    """The crash-test worker running one collector once."""
-    argv = [sys.executable, str(WORKER), url, cfg.model_dump_json(), name, str(epoch(now))]
-    if pause_after is not None:
-        argv.append(str(pause_after))
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env=dict(os.environ),
-    )
-
-
-def kill(proc: subprocess.Popen[str]) -> str:
-    """SIGKILL the worker and return its stderr."""
-    os.kill(proc.pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, err
-    return err
 
 
 @pytest.mark.slow

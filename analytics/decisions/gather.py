@@ -106,10 +106,16 @@ def decisions(
     as_of: datetime,
     policy: Policy,
     cluster: str | None = None,
+    rightsizing: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The month's ranked actions as of `as_of` (naive UTC), in one snapshot of the read model."""
+    """The month's ranked actions as of `as_of` (naive UTC), in one snapshot of the read model.
+
+    `rightsizing`: `rightsized(con, as_of, policy, cluster)` when the caller has it already.
+    """
     with snapshot(con) as cur:
-        return _decisions(cur, month, as_of, policy, cluster)
+        if rightsizing is None:
+            rightsizing = rightsized(cur, as_of, policy, cluster)
+        return _decisions(cur, month, as_of, policy, cluster, rightsizing)
 
 
 def _decisions(
@@ -118,8 +124,8 @@ def _decisions(
     as_of: datetime,
     policy: Policy,
     cluster: str | None,
+    rs: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    rs = rightsized(con, as_of, policy, cluster)
     rooms = headroom(con, as_of, cluster=cluster)
     price_of = _pricer(con, as_of, policy.prices)
     found: list[actions.Action] = []

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from analytics.cost.forecast import HISTORY_DAYS
 from analytics.cost.prices import SETTLED_FIRST, SETTLED_LAST
 from analytics.cost.projection import month_cost
-from analytics.decisions.gather import Policy, policy_of
+from analytics.decisions.gather import Policy, policy_of, rightsized
 from analytics.incidents.metrics import breaches, metrics
 from analytics.incidents.projection import INCIDENTS_DDL, judged_as_of
 from analytics.outputs.report_capacity import cluster_capacity
@@ -133,9 +133,11 @@ def gather(
         cost = _cost(con, month)
         position = _position(con, ledger, month)
         clock.lap("findings, incidents, cost")
-        decided = month_decisions(con, month, policy, cluster)
+        # Decisions reclaim what rightsizing finds: one computation serves both sections.
+        sized = rightsized(con, month.end, policy, cluster)
+        decided = month_decisions(con, month, policy, cluster, sized)
         clock.lap("decisions")
-        rightsizing = month_rightsizing(con, month, policy, cluster)
+        rightsizing = month_rightsizing(sized, policy)
         network = month_network(con, month, cluster)
         showback = month_showback(con, month, policy, cluster)
         spend = month_forecast(con, month)

@@ -17,7 +17,7 @@ import duckdb
 from analytics.capacity.network import ip_headroom
 from analytics.cost.forecast import forecast
 from analytics.cost.showback import showback
-from analytics.decisions.gather import Policy, decisions, rightsized
+from analytics.decisions.gather import Policy, decisions
 from analytics.outputs.report_decisions import (
     Decision,
     Decisions,
@@ -50,10 +50,14 @@ _COST_UNKNOWN: Final = re.compile(r" Cost unknown: (.+)\.$")
 
 
 def month_decisions(
-    con: duckdb.DuckDBPyConnection, month: Month, policy: Policy, cluster: str | None
+    con: duckdb.DuckDBPyConnection,
+    month: Month,
+    policy: Policy,
+    cluster: str | None,
+    rightsizing: list[dict[str, Any]],
 ) -> Decisions:
-    """The month's ranked actions as of its end."""
-    found = decisions(con, month.name, month.end, policy, cluster)
+    """The month's ranked actions as of its end, from its `rightsized` containers."""
+    found = decisions(con, month.name, month.end, policy, cluster, rightsizing)
     return Decisions(
         as_of=z_to_naive(found["as_of"]),
         horizon_days=float(found["horizon_days"]),
@@ -80,11 +84,9 @@ def _decision(d: dict[str, Any]) -> Decision:
     )
 
 
-def month_rightsizing(
-    con: duckdb.DuckDBPyConnection, month: Month, policy: Policy, cluster: str | None
-) -> Rightsizing:
+def month_rightsizing(items: Sequence[dict[str, Any]], policy: Policy) -> Rightsizing:
     """Containers' requests against usage over the look-back before the month's end."""
-    rows = [_rightsizing_row(i) for i in rightsized(con, month.end, policy, cluster)]
+    rows = [_rightsizing_row(i) for i in items]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
