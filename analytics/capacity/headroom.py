@@ -8,6 +8,7 @@ docs/metrics.md the others ("Trends and dates", "Pool commitment by requests", "
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -175,7 +176,9 @@ def _zone_loss(zones: dict[str | None, float] | None, requests: float | None) ->
     named = {z: a for z, a in zones.items() if z is not None}
     largest = min(named, key=lambda z: (-named[z], z)) if named else None
     lost = named[largest] if largest is not None else 0.0
-    without = sum(zones.values()) - lost
+    # fsum: the zones come in whatever order the query grouped them, and a plain sum's last
+    # bits would follow that order.
+    without = math.fsum(zones.values()) - lost
     return {
         "zones": {
             NO_ZONE if z is None else z: a
@@ -243,7 +246,7 @@ nodes AS (
     UNION ALL
     SELECT cluster, NULL, node, resource, arg_max(a, t) FROM last GROUP BY cluster, node, resource
 )
-SELECT n.cluster, n.nodepool, n.resource, m.zone, sum(n.a)
+SELECT n.cluster, n.nodepool, n.resource, m.zone, fsum(n.a)
 FROM nodes n LEFT JOIN meta m ON m.cluster = n.cluster AND m.node = n.node
 GROUP BY ALL
 """
